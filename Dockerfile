@@ -1,0 +1,11 @@
+# One image for the web tier and the workers; compose picks the command.
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 LDM_DATA_DIR=/data
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install "$(grep -E '^torch==' requirements.txt)" && pip install -r requirements.txt
+COPY . .
+RUN useradd --create-home ldm && mkdir -p /data && chown ldm /data
+USER ldm
+EXPOSE 8000
+CMD ["sh", "-c", "python manage.py migrate --noinput && daphne --bind 0.0.0.0 --port 8000 ldmsite.asgi:application"]

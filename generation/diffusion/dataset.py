@@ -1,0 +1,247 @@
+"""The procedural captioned-shapes dataset the built-in model is trained on.
+
+One filled shape on a solid background, 64x64 RGB, with a caption that names
+every attribute: ``a {size} {color} {shape} {position} on a {background}
+background``. Everything is a pure function of a seed, so a training run can
+regenerate any batch from ``(seed, step)`` and a resumed run sees exactly the
+data it would have seen without the interruption.
+
+Pure numpy; no torch, no Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import product
+from typing import Iterable, Sequence
+
+import numpy as np
+
+IMAGE_SIZE = 64
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "orange": (245, 140, 30),
+    "yellow": (240, 210, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "purple": (140, 60, 180),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Bounding-box side in pixels, inclusive ranges.
+SIZES: dict[str, tuple[int, int]] = {"small": (12, 18), "large": (28, 32)}
+# Object centre (x, y) before jitter.
+POSITIONS: dict[str, tuple[int, int]] = {
+    "in the center": (32, 32),
+    "on the left": (20, 32),
+    "on the right": (44, 32),
+    "at the top": (32, 20),
+    "at the bottom": (32, 44),
+}
+POSITION_JITTER = 3
+
+ATTRIBUTES: tuple[str, ...] = ("color", "background", "shape", "size", "position")
+# The attribute values, keyed like ``ATTRIBUTES``.
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "background": tuple(COLORS),
+    "shape": SHAPES,
+    "size": tuple(SIZES),
+    "position": tuple(POSITIONS),
+}
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Everything needed to draw one image (the attributes plus the jitter)."""
+
+    color: str
+    background: str
+    shape: str
+    size: str
+    position: str
+    side: int
+    cx: float
+    cy: float
+
+    def attributes(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in ATTRIBUTES}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def caption(attributes: dict[str, str | None]) -> str:
+    """The caption for the given attributes; a missing or None attribute is left out.
+
+    The shape is the noun and is always present when anything is: partial
+    captions look like ``a red circle`` or ``a small square on a white background``.
+    An empty dict (or all None) gives the empty caption used for classifier-free
+    guidance.
+    """
+    present = {k: v for k, v in attributes.items() if v}
+    if not present:
+        return ""
+    words = ["a"]
+    if present.get("size"):
+        words.append(present["size"])
+    if present.get("color"):
+        words.append(present["color"])
+    words.append(present.get("shape") or "shape")
+    if present.get("position"):
+        words.append(present["position"])
+    if present.get("background"):
+        words.extend(["on a", present["background"], "background"])
+    return " ".join(words)
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """The attributes a (full or partial) caption names; the inverse of :func:`caption`."""
+    text = " ".join(text.lower().split())
+    found: dict[str, str] = {}
+    background_part = ""
+    if " on a " in f" {text} " and text.endswith("background"):
+        head, _, background_part = text.rpartition(" on a ")
+        text = head
+        bg = background_part.removesuffix("background").strip()
+        if bg in COLORS:
+            found["background"] = bg
+    for position in POSITIONS:
+        if text.endswith(position):
+            found["position"] = position
+            text = text[: -len(position)].strip()
+            break
+    words = text.split()
+    for word in words:
+        if word in SIZES:
+            found["size"] = word
+        elif word in COLORS:
+            found["color"] = word
+        elif word in SHAPES:
+            found["shape"] = word
+    return found
+
+
+def all_full_attribute_sets() -> list[dict[str, str]]:
+    """Every fully specified attribute combination (object colour != background)."""
+    combos = []
+    for color, background, shape, size, position in product(
+        COLORS, COLORS, SHAPES, SIZES, POSITIONS
+    ):
+        if color != background:
+            combos.append(
+                {"color": color, "background": background, "shape": shape, "size": size, "position": position}
+            )
+    return combos
+
+
+def vocabulary_corpus() -> list[str]:
+    """Text the tokenizer is built from: every full caption plus the empty one's words."""
+    return [caption(a) for a in all_full_attribute_sets()]
+
+
+def sample_spec(rng: np.random.Generator, attributes: dict[str, str] | None = None) -> ShapeSpec:
+    """Draw a random spec; any attribute given in ``attributes`` is fixed."""
+    attributes = dict(attributes or {})
+    color = attributes.get("color") or str(rng.choice(list(COLORS)))
+    if attributes.get("background"):
+        background = attributes["background"]
+    else:
+        background = str(rng.choice([c for c in COLORS if c != color]))
+    if background == color:
+        raise ValueError("object colour must differ from background colour")
+    shape = attributes.get("shape") or str(rng.choice(SHAPES))
+    size = attributes.get("size") or str(rng.choice(list(SIZES)))
+    position = attributes.get("position") or str(rng.choice(list(POSITIONS)))
+    lo, hi = SIZES[size]
+    side = int(rng.integers(lo, hi + 1))
+    px, py = POSITIONS[position]
+    jx, jy = rng.integers(-POSITION_JITTER, POSITION_JITTER + 1, size=2)
+    # A shape with an even side has its centre on a pixel corner, an odd side on
+    # a pixel centre; either way the bounding box centre is (cx, cy).
+    offset = 0.0 if side % 2 == 0 else 0.5
+    return ShapeSpec(color, background, shape, size, position, side, px + int(jx) + offset, py + int(jy) + offset)
+
+
+_YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
+
+
+def shape_mask(shape: str, side: int, cx: float, cy: float) -> np.ndarray:
+    """Boolean IMAGE_SIZE x IMAGE_SIZE mask of the filled shape whose box is ``side`` px centred at (cx, cy)."""
+    half = side / 2.0
+    left, top = cx - half, cy - half
+    inside_box = (_XX >= left) & (_XX < left + side) & (_YY >= top) & (_YY < top + side)
+    if shape == "square":
+        return inside_box
+    if shape == "circle":
+        return ((_XX - cx) ** 2 + (_YY - cy) ** 2 <= half**2) & inside_box
+    if shape == "triangle":
+        # Upright: apex at the top centre, base along the bottom edge. The
+        # half-width grows linearly from 0 at the top to side/2 at the bottom.
+        depth = (_YY - top) / side  # 0 at top edge .. 1 at bottom edge (pixel centres)
+        return inside_box & (np.abs(_XX - cx) <= half * depth + 0.5)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(spec: ShapeSpec) -> np.ndarray:
+    """The uint8 HxWx3 image of ``spec``."""
+    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    image[:] = COLORS[spec.background]
+    image[shape_mask(spec.shape, spec.side, spec.cx, spec.cy)] = COLORS[spec.color]
+    return image
+
+
+def generate(count: int, seed: int) -> tuple[np.ndarray, list[ShapeSpec]]:
+    """``count`` images (uint8, N x 64 x 64 x 3) and their specs, deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    specs = [sample_spec(rng) for _ in range(count)]
+    images = np.stack([render(s) for s in specs]) if specs else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    return images, specs
+
+
+def training_caption(
+    spec: ShapeSpec | dict[str, str],
+    rng: np.random.Generator,
+    p_full: float = 0.6,
+    p_empty: float = 0.1,
+    p_keep: float = 0.5,
+) -> str:
+    """A training caption: full with ``p_full``, empty with ``p_empty``, else partial.
+
+    Partial captions keep the shape and each other attribute independently with
+    probability ``p_keep``, so prompts like ``a red circle`` are in distribution.
+    """
+    attributes = spec.attributes() if isinstance(spec, ShapeSpec) else dict(spec)
+    r = rng.random()
+    if r < p_empty:
+        return ""
+    if r < p_empty + p_full:
+        return caption(attributes)
+    kept = {"shape": attributes["shape"]}
+    for name in ("size", "color", "position", "background"):
+        if rng.random() < p_keep:
+            kept[name] = attributes[name]
+    return caption(kept)
+
+
+def training_captions(specs: Sequence[ShapeSpec], rng: np.random.Generator, **kwargs) -> list[str]:
+    return [training_caption(s, rng, **kwargs) for s in specs]
+
+
+def evaluation_prompts(count: int, seed: int) -> list[dict[str, str]]:
+    """``count`` fully specified attribute sets, spread over the combinations, deterministic in ``seed``."""
+    combos = all_full_attribute_sets()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(combos))
+    return [combos[int(i)] for i in order[:count]]
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [-1, 1] (the range the VAE sees)."""
+    return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy()
+
+
+def iter_specs(specs: Iterable[ShapeSpec]) -> list[dict[str, str]]:
+    return [s.attributes() for s in specs]

@@ -1,0 +1,268 @@
+"""Judge images of the shapes dataset algorithmically, and score models with it.
+
+``judge`` reads the five attributes back from pixels: background from the
+border, object colour from the pixels that are not background, shape from how
+much of its bounding box the object fills (square ~1.0, disc ~pi/4, triangle
+~1/2), size from the box, position from the box centre. It is what the
+quality bar of the built-in model is measured with, so it is first proven on
+the dataset's own images (``tests/generation/diffusion/test_evaluate.py``).
+
+The model-level helpers (``generate_and_score``, ``clip_zero_shot``,
+``clip_scores``) import torch lazily so the judge itself stays numpy-only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from generation.diffusion.dataset import (
+    ATTRIBUTES,
+    ATTRIBUTE_VALUES,
+    COLORS,
+    POSITIONS,
+    caption,
+)
+
+_PALETTE_NAMES = list(COLORS)
+_PALETTE = np.array([COLORS[n] for n in _PALETTE_NAMES], dtype=np.float32)
+
+# Fill ratio of the bounding box: square 1.0, circle pi/4 = 0.785, triangle 0.5.
+SQUARE_MIN_FILL = 0.90
+CIRCLE_MIN_FILL = 0.64
+LARGE_MIN_SIDE = 23  # small boxes are 12-18 px, large 28-32 px
+
+
+def nearest_palette_index(pixels: np.ndarray) -> np.ndarray:
+    """Index into the palette of the nearest colour for each ...x3 pixel."""
+    flat = pixels.reshape(-1, 3).astype(np.float32)
+    d = ((flat[:, None, :] - _PALETTE[None, :, :]) ** 2).sum(-1)
+    return d.argmin(1).reshape(pixels.shape[:-1])
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean mask."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    best_label, best_size, current = 0, 0, 0
+    ys, xs = np.nonzero(mask)
+    for y0, x0 in zip(ys.tolist(), xs.tolist()):
+        if labels[y0, x0]:
+            continue
+        current += 1
+        labels[y0, x0] = current
+        queue = deque([(y0, x0)])
+        size = 0
+        while queue:
+            y, x = queue.popleft()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = current
+                    queue.append((ny, nx))
+        if size > best_size:
+            best_label, best_size = current, size
+    return labels == best_label if best_size else np.zeros_like(mask)
+
+
+def judge(image: np.ndarray) -> dict[str, str | None]:
+    """The attributes seen in one uint8 HxWx3 image (None where nothing is found)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    h, w, _ = image.shape
+    labels = nearest_palette_index(image)
+    border = np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]])
+    background = int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())
+    foreground = labels != background
+    result: dict[str, str | None] = {
+        "background": _PALETTE_NAMES[background],
+        "color": None,
+        "shape": None,
+        "size": None,
+        "position": None,
+    }
+    if foreground.sum() < 4:
+        return result
+    # Anti-aliased or blurry edges blend the two colours into a third palette
+    # entry, so the object colour is the most common non-background label and
+    # the object is that label's largest connected piece.
+    color = int(np.bincount(labels[foreground], minlength=len(_PALETTE_NAMES)).argmax())
+    result["color"] = _PALETTE_NAMES[color]
+    obj = _largest_component(labels == color)
+    ys, xs = np.nonzero(obj)
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    box_h, box_w = bottom - top + 1, right - left + 1
+    fill = obj.sum() / float(box_h * box_w)
+    if fill >= SQUARE_MIN_FILL:
+        result["shape"] = "square"
+    elif fill >= CIRCLE_MIN_FILL:
+        result["shape"] = "circle"
+    else:
+        result["shape"] = "triangle"
+    side = max(box_h, box_w) * 64.0 / max(h, w)
+    result["size"] = "large" if side >= LARGE_MIN_SIDE else "small"
+    cx = (left + right + 1) / 2.0 * 64.0 / w
+    cy = (top + bottom + 1) / 2.0 * 64.0 / h
+    result["position"] = min(POSITIONS, key=lambda p: (POSITIONS[p][0] - cx) ** 2 + (POSITIONS[p][1] - cy) ** 2)
+    return result
+
+
+def score(images: Iterable[np.ndarray], expected: Sequence[dict[str, str]]) -> dict[str, float]:
+    """Per-attribute accuracy and ``all`` (all five right) of ``images`` against ``expected``."""
+    hits = {a: 0 for a in ATTRIBUTES}
+    all_right = 0
+    n = 0
+    for image, want in zip(images, expected):
+        got = judge(image)
+        ok = True
+        for a in ATTRIBUTES:
+            if a in want:
+                right = got[a] == want[a]
+                hits[a] += right
+                ok &= right
+        all_right += ok
+        n += 1
+    if n == 0:
+        raise ValueError("nothing to score")
+    out = {a: hits[a] / n for a in ATTRIBUTES}
+    out["all"] = all_right / n
+    out["count"] = n
+    return out
+
+
+QUALITY_BAR = {"color": 0.95, "background": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90, "all": 0.75}
+
+
+def format_table(result: dict[str, float], bar: dict[str, float] | None = QUALITY_BAR) -> str:
+    """A markdown table of a ``score`` result, against the quality bar."""
+    lines = ["| attribute | accuracy | bar | met |", "| --- | --- | --- | --- |"]
+    for a in (*ATTRIBUTES, "all"):
+        if a not in result:
+            continue
+        target = (bar or {}).get(a)
+        met = "" if target is None else ("yes" if result[a] >= target else "**no**")
+        label = "all five right" if a == "all" else ("object colour" if a == "color" else a)
+        tgt = "" if target is None else f"≥ {target:.0%}"
+        lines.append(f"| {label} | {result[a]:.1%} | {tgt} | {met} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Model-level evaluation (torch imported lazily)
+
+
+def pipeline_images(
+    pipe,
+    attribute_sets: Sequence[dict[str, str]],
+    seed: int = 0,
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    batch_size: int = 25,
+    generate: Callable | None = None,
+) -> list[np.ndarray]:
+    """Images for fully specified prompts from a diffusers text-to-image pipeline.
+
+    Prompt ``i`` uses the generator seed ``seed + i`` so any image can be
+    reproduced alone. ``generate`` may replace the stock pipeline call
+    (``generate(prompts, seeds) -> list[uint8 array]``), e.g. the engine's.
+    """
+    import torch
+
+    prompts = [caption(a) for a in attribute_sets]
+    out: list[np.ndarray] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        seeds = list(range(seed + start, seed + start + len(chunk)))
+        if generate is not None:
+            out.extend(np.asarray(im) for im in generate(chunk, seeds))
+            continue
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        result = pipe(
+            chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            output_type="np",
+        )
+        out.extend((np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in result.images)
+    return out
+
+
+def clip_zero_shot(clip_model, tokenizer, images: np.ndarray, expected: Sequence[dict[str, str]], batch_size: int = 128) -> dict[str, float]:
+    """Per-attribute accuracy of a CLIP model as a zero-shot classifier.
+
+    Each image is scored against every full caption; an attribute's predicted
+    value is the one whose captions carry the most probability mass
+    (log-sum-exp of the logits over the captions with that value).
+    """
+    import torch
+
+    from generation.diffusion.dataset import all_full_attribute_sets
+
+    combos = all_full_attribute_sets()
+    texts = [caption(a) for a in combos]
+    device = next(clip_model.parameters()).device
+    with torch.no_grad():
+        text_features = []
+        for i in range(0, len(texts), 256):
+            tok = tokenizer(texts[i : i + 256], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+            text_features.append(_as_tensor(clip_model.get_text_features(input_ids=tok.input_ids.to(device))))
+        text_features = torch.nn.functional.normalize(torch.cat(text_features), dim=-1)
+        pixel_values = torch.from_numpy(clip_pixel_values(images, clip_model.config.vision_config.image_size))
+        image_features = []
+        for i in range(0, len(pixel_values), batch_size):
+            image_features.append(_as_tensor(clip_model.get_image_features(pixel_values=pixel_values[i : i + batch_size].to(device))))
+        image_features = torch.nn.functional.normalize(torch.cat(image_features), dim=-1)
+        logits = image_features @ text_features.T * clip_model.logit_scale.exp()
+    hits = {a: 0 for a in ATTRIBUTES}
+    for a in ATTRIBUTES:
+        values = ATTRIBUTE_VALUES[a]
+        index = torch.tensor([values.index(c[a]) for c in combos])
+        per_value = torch.full((len(images), len(values)), float("-inf"))
+        for v in range(len(values)):
+            per_value[:, v] = torch.logsumexp(logits[:, index == v], dim=1)
+        predicted = per_value.argmax(1).tolist()
+        hits[a] = sum(values[p] == e[a] for p, e in zip(predicted, expected)) / len(expected)
+    return hits
+
+
+def _as_tensor(features):
+    # transformers 5 may return a model output instead of a bare tensor.
+    if hasattr(features, "pooler_output"):
+        return features.pooler_output
+    return features
+
+
+# CLIP's own normalisation constants; the built-in CLIP is trained with them
+# (and ships them in its preprocessor_config.json).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixel_values(images: np.ndarray, image_size: int = 64) -> np.ndarray:
+    """uint8 NHWC images -> normalised float32 NCHW at ``image_size`` (bilinear resize if needed)."""
+    x = np.asarray(images).astype(np.float32) / 255.0
+    if x.shape[1] != image_size or x.shape[2] != image_size:
+        import torch
+
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+        t = torch.nn.functional.interpolate(t, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        x = t.numpy().transpose(0, 2, 3, 1)
+    x = (x - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return x.transpose(0, 3, 1, 2).copy()
+
+
+def clip_scores(clip_model, tokenizer, images: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """CLIP score per (image, prompt) pair: 100 x cosine similarity, floored at 0 (Hessel et al., 2021)."""
+    import torch
+
+    device = next(clip_model.parameters()).device
+    with torch.no_grad():
+        tok = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        t = torch.nn.functional.normalize(_as_tensor(clip_model.get_text_features(input_ids=tok.input_ids.to(device))), dim=-1)
+        pv = torch.from_numpy(clip_pixel_values(images, clip_model.config.vision_config.image_size)).to(device)
+        i = torch.nn.functional.normalize(_as_tensor(clip_model.get_image_features(pixel_values=pv)), dim=-1)
+        return (100.0 * (t * i).sum(-1)).clamp(min=0).cpu().numpy()

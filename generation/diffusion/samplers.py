@@ -1,0 +1,117 @@
+"""Samplers by the names people know (AUTOMATIC1111 / ComfyUI), mapped to diffusers schedulers.
+
+Each entry of :data:`SAMPLERS` builds a *fresh* scheduler from a pipeline's scheduler config, so
+the model's own training schedule (betas, timestep spacing, prediction type, offsets) is kept
+and only the solver changes -- the same way diffusers documents swapping schedulers
+(``Scheduler.from_config(pipe.scheduler.config)``). A fresh scheduler per job also matters for
+thread safety: schedulers carry per-run state (step index, multistep history).
+
+The mapping follows the table in the diffusers docs ("A1111/k-diffusion -> diffusers"):
+https://huggingface.co/docs/diffusers/api/schedulers/overview
+
+This module imports diffusers lazily so that request validation (which needs only the names)
+stays cheap for the web process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How an A1111 sampler name maps onto a diffusers scheduler."""
+
+    name: str
+    scheduler_class: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    uses_eta: bool = False  # the scheduler's step() takes ``eta`` (DDIM); recorded only then
+    stochastic: bool = False  # draws fresh noise every step (ancestral / SDE)
+    aliases: tuple[str, ...] = ()
+
+    def build(self, scheduler_config: Mapping[str, Any]):
+        """A new diffusers scheduler of this kind, configured from ``scheduler_config``."""
+        import diffusers
+
+        cls = getattr(diffusers, self.scheduler_class)
+        return cls.from_config(dict(scheduler_config), **dict(self.overrides))
+
+    __call__ = build
+
+
+def _torchsde_available() -> bool:
+    return importlib.util.find_spec("torchsde") is not None
+
+
+_DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_KARRAS = {"use_karras_sigmas": True}
+_NO_KARRAS = {"use_karras_sigmas": False}
+
+_SPECS: list[SamplerSpec] = [
+    SamplerSpec("Euler", "EulerDiscreteScheduler", _NO_KARRAS, aliases=("k_euler", "euler")),
+    SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, stochastic=True,
+                aliases=("k_euler_a", "k_euler_ancestral", "euler_ancestral", "euler_a")),
+    SamplerSpec("DDIM", "DDIMScheduler", {}, uses_eta=True, aliases=("ddim",)),
+    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {**_DPMPP, **_NO_KARRAS},
+                aliases=("k_dpmpp_2m", "dpmpp_2m")),
+    SamplerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_DPMPP, **_KARRAS},
+                aliases=("k_dpmpp_2m_karras", "dpmpp_2m_karras")),
+    # The multistep SDE variant needs no torchsde: its noise comes from the job's generators.
+    SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler",
+                {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_NO_KARRAS}, stochastic=True,
+                aliases=("k_dpmpp_2m_sde", "dpmpp_2m_sde")),
+    SamplerSpec("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler",
+                {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_KARRAS}, stochastic=True,
+                aliases=("k_dpmpp_2m_sde_karras", "dpmpp_2m_sde_karras")),
+    # DPM++ SDE Karras (DPMSolverSDEScheduler) is appended below only when torchsde is installed:
+    # its Brownian-tree noise is implemented with torchsde, which is not in requirements.txt.
+    SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, aliases=("unipc", "uni_pc")),
+    SamplerSpec("PNDM", "PNDMScheduler", {}, aliases=("plms", "PLMS", "pndm")),
+    SamplerSpec("LMS", "LMSDiscreteScheduler", _NO_KARRAS, aliases=("k_lms", "lms")),
+    SamplerSpec("LMS Karras", "LMSDiscreteScheduler", _KARRAS, aliases=("k_lms_karras", "lms_karras")),
+    SamplerSpec("Heun", "HeunDiscreteScheduler", {}, aliases=("k_heun", "heun")),
+    SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, aliases=("k_dpm_2", "dpm2")),
+    SamplerSpec("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}, stochastic=True,
+                aliases=("k_dpm_2_a", "k_dpm_2_ancestral", "dpm2_a")),
+    SamplerSpec("DEIS", "DEISMultistepScheduler", {}, aliases=("deis",)),
+]
+
+#: True when "DPM++ SDE Karras" is offered (it needs the optional ``torchsde`` package).
+DPMPP_SDE_AVAILABLE = _torchsde_available()
+if DPMPP_SDE_AVAILABLE:  # pragma: no cover - torchsde is not pinned
+    _SPECS.insert(7, SamplerSpec("DPM++ SDE Karras", "DPMSolverSDEScheduler", _KARRAS, stochastic=True,
+                                 aliases=("k_dpmpp_sde_karras", "dpmpp_sde_karras")))
+
+#: Ordered mapping ``A1111 name -> spec``; a spec is callable: ``SAMPLERS[name](scheduler_config)``.
+SAMPLERS: "OrderedDict[str, SamplerSpec]" = OrderedDict((spec.name, spec) for spec in _SPECS)
+
+#: Every accepted spelling (lower-cased) -> canonical name. Includes the k-diffusion names the
+#: A1111 API and old PNG metadata use (``k_euler_a``...) and A1111's ``PLMS`` for PNDM.
+SAMPLER_ALIASES: dict[str, str] = {}
+for _spec in _SPECS:
+    SAMPLER_ALIASES[_spec.name.lower()] = _spec.name
+    for _alias in _spec.aliases:
+        SAMPLER_ALIASES[_alias.lower()] = _spec.name
+
+#: Samplers whose CLIP guidance has been tested; every other sampler also accepts the guided
+#: noise prediction, but stochastic ones add noise that partly washes out the push.
+CLIP_GUIDANCE_TESTED_SAMPLERS = ("Euler", "DDIM", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "LMS", "Heun", "PNDM")
+
+
+def resolve_sampler(name: str) -> str:
+    """Canonical sampler name for any accepted spelling; ``KeyError`` when unknown."""
+    key = " ".join(str(name).split()).lower()
+    if key in SAMPLER_ALIASES:
+        return SAMPLER_ALIASES[key]
+    raise KeyError(name)
+
+
+def build_scheduler(sampler: str, scheduler_config: Mapping[str, Any]):
+    """A fresh diffusers scheduler for ``sampler`` (any accepted spelling)."""
+    return SAMPLERS[resolve_sampler(sampler)].build(scheduler_config)
+
+
+SamplerBuilder = Callable[[Mapping[str, Any]], Any]

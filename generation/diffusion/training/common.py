@@ -1,0 +1,150 @@
+"""Shared training plumbing: seeding, progress lines with ETA, checkpoints, EMA."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
+    """The data RNG of one training step: a pure function of (seed, stage, step), so resume is exact."""
+    return np.random.default_rng([seed, sum(map(ord, stage)), step])
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+class Progress:
+    """A log-friendly progress bar: one line every ``every`` steps with loss, rate and ETA."""
+
+    def __init__(self, stage: str, total: int, start: int = 0, every: int = 10, stream=None, width: int = 20):
+        self.stage, self.total, self.start, self.every, self.width = stage, total, start, max(1, every), width
+        self.stream = stream or sys.stderr
+        self.t0 = time.time()
+        self.losses: list[float] = []
+
+    def update(self, step: int, loss: float, **extra: float) -> None:
+        """``step`` is the number of steps done so far (1-based)."""
+        self.losses.append(float(loss))
+        if step % self.every and step != self.total:
+            return
+        elapsed = time.time() - self.t0
+        done = step - self.start
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - step) / rate if rate and rate > 0 else float("inf")
+        frac = step / self.total if self.total else 1.0
+        filled = int(round(frac * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        recent = self.losses[-self.every :]
+        extras = " ".join(f"{k} {v:.4g}" for k, v in extra.items())
+        print(
+            f"[{self.stage}] [{bar}] {step}/{self.total} loss {sum(recent) / len(recent):.4f} {extras} "
+            f"{rate:.2f} it/s elapsed {_fmt_seconds(elapsed)} ETA {_fmt_seconds(eta)}",
+            file=self.stream,
+            flush=True,
+        )
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+
+def checkpoint_dir(work_dir: Path, stage: str) -> Path:
+    return Path(work_dir) / "checkpoints" / stage
+
+
+def save_checkpoint(work_dir: Path, stage: str, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``step-N.pt`` atomically and keep only the newest ``keep`` checkpoints."""
+    d = checkpoint_dir(work_dir, stage)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"step-{step:07d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "torch_rng": torch.get_rng_state(), **state}, tmp)
+    os.replace(tmp, path)
+    for old in sorted(d.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest_checkpoint(work_dir: Path, stage: str) -> Path | None:
+    d = checkpoint_dir(work_dir, stage)
+    found = sorted(d.glob("step-*.pt")) if d.exists() else []
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up (decay grows with step)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.shadow = state["shadow"]
+
+
+def write_json(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int, final_frac: float = 0.1) -> float:
+    """Linear warm-up then cosine decay to ``final_frac * base_lr``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))

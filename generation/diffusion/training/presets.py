@@ -1,0 +1,105 @@
+"""Named training configurations. ``builtin`` is the shipped model; ``tiny`` is for tests."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    threads: int | None = 2
+    resolution: int = 64
+    max_length: int = 16  # tokens, incl. start/end; the longest caption is 13
+
+    # CLIP (text + vision towers, contrastive)
+    clip_hidden: int = 128
+    clip_layers: int = 4
+    clip_heads: int = 4
+    clip_patch: int = 8
+    clip_projection: int = 128
+    clip_steps: int = 600
+    clip_batch: int = 256
+    clip_lr: float = 5e-4
+
+    # VAE (x4 down -> 16x16x4 latents)
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_layers: int = 1
+    vae_latent_channels: int = 4
+    vae_steps: int = 1200
+    vae_extra_steps: int = 600  # granted (once per chunk) while the reconstruction gate fails
+    vae_max_steps: int = 2400
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    vae_gate: float = 0.99
+    vae_gate_images: int = 400
+    vae_bf16: bool = False
+
+    # UNet (text-conditioned, cross-attention at 16x16 and 8x8, pooled text added to the time embedding)
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers: int = 1
+    unet_head_dim: int = 32
+    unet_steps: int = 3000
+    unet_batch: int = 128
+    unet_lr: float = 5e-4
+    unet_ema: float = 0.999
+    unet_latent_bank: int = 12000  # dataset images encoded once; latents sampled from their posteriors
+    p_full: float = 0.6
+    p_empty: float = 0.1  # caption dropout for classifier-free guidance
+    unet_bf16: bool = False
+
+    # bookkeeping
+    checkpoint_every: int = 200
+    sample_every: int = 500
+    log_every: int = 20
+    num_train_timesteps: int = 1000
+
+    def with_overrides(self, **overrides) -> "TrainConfig":
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "builtin": TrainConfig(),
+    "tiny": TrainConfig(
+        resolution=64,
+        clip_hidden=32,
+        clip_layers=1,
+        clip_heads=2,
+        clip_patch=16,
+        clip_projection=32,
+        clip_steps=12,
+        clip_batch=32,
+        clip_lr=2e-3,
+        vae_channels=(8, 16, 16),
+        vae_steps=12,
+        vae_extra_steps=0,
+        vae_max_steps=12,
+        vae_batch=8,
+        vae_gate=0.0,
+        vae_gate_images=16,
+        unet_channels=(32, 32, 32),
+        unet_head_dim=8,
+        unet_steps=12,
+        unet_batch=16,
+        unet_lr=1e-3,
+        unet_latent_bank=64,
+        checkpoint_every=5,
+        sample_every=10,
+        log_every=5,
+    ),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    try:
+        return replace(PRESETS[name])
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

@@ -1,0 +1,3 @@
+"""Websocket URL routes of the generation app (consumers arrive with live jobs)."""
+
+websocket_urlpatterns: list = []

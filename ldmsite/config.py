@@ -1,0 +1,178 @@
+"""Every environment variable ldmsite reads, with its default, in one place.
+
+`settings.py` calls `load_config(os.environ)`; the README's configuration
+table is checked against `VARIABLES` by a test, so the two cannot drift.
+A bad value raises `ImproperlyConfigured` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off; got {raw!r}.")
+
+
+def int_parser(minimum: int, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a whole number; got {raw!r}.") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ImproperlyConfigured(f"{name} must be at least {minimum}{upper}; got {value}.")
+        return value
+
+    return parse
+
+
+def parse_list(name: str, raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def parse_path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ImproperlyConfigured(f"{name} must be a directory path; got an empty value.")
+    path = Path(raw.strip()).expanduser()
+    return path if path.is_absolute() else (BASE_DIR / path)
+
+
+def url_parser(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        scheme = urlparse(value).scheme
+        if scheme not in schemes:
+            raise ImproperlyConfigured(
+                f"{name} must be a URL starting with one of {', '.join(s + '://' for s in schemes)}; got {value!r}."
+            )
+        return value
+
+    return parse
+
+
+def choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {raw!r}.")
+        return value
+
+    return parse
+
+
+def parse_text(name: str, raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str | None  # None: unset unless given; the description says what that means
+    parse: Callable[[str, str], Any]
+    description: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("LDM_DATA_DIR", "./var", parse_path,
+             "Data directory: SQLite database, media files, the generated secret key. Relative paths are "
+             "relative to the repository."),
+    Variable("DATABASE_URL", None, url_parser(("sqlite", "postgres", "postgresql")),
+             "Database URL. Unset: SQLite at `$LDM_DATA_DIR/db.sqlite3`. Scale-out: "
+             "`postgres://user:pass@host:5432/ldmsite`."),
+    Variable("REDIS_URL", None, url_parser(("redis", "rediss")),
+             "Unset: embedded mode (in-process workers, in-memory broker and channel layer). Set: scale-out "
+             "mode, Redis is the Dramatiq broker and the Channels layer, workers run as "
+             "`manage.py rundramatiq`."),
+    Variable("SECRET_KEY", None, parse_text,
+             "Django secret key. Embedded mode generates one into `$LDM_DATA_DIR/secret_key` on first start; "
+             "scale-out mode requires it (every process must share it)."),
+    Variable("DEBUG", "false", parse_bool, "Django debug pages. Never on in production."),
+    Variable("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]", parse_list,
+             "Comma-separated host names the site answers to."),
+    Variable("CSRF_TRUSTED_ORIGINS", "", parse_list,
+             "Comma-separated extra origins (`https://example.com`) trusted for forms and websockets, "
+             "e.g. behind a proxy."),
+    Variable("LDM_HTTPS", "false", parse_bool,
+             "Site is served over HTTPS: redirect HTTP, secure cookies, HSTS. Turn on in production."),
+    Variable("LDM_BEHIND_PROXY", "false", parse_bool,
+             "Trust the `X-Forwarded-Proto` header from a reverse proxy that terminates TLS."),
+    Variable("LDM_HSTS_SECONDS", "31536000", int_parser(0),
+             "HSTS max-age when `LDM_HTTPS` is on."),
+    Variable("LDM_HSTS_PRELOAD", "true", parse_bool,
+             "Send the HSTS `preload` and `includeSubDomains` flags when `LDM_HTTPS` is on."),
+    Variable("LDM_WORKER_THREADS", "1", int_parser(0, 64),
+             "Embedded mode: worker threads inside the server process (0 runs none). Ignored in scale-out "
+             "mode, where `rundramatiq --threads` decides."),
+    Variable("LDM_LOGIN_FAILURE_LIMIT", "5", int_parser(1, 1000),
+             "Failed logins for one username from one address before it is locked out."),
+    Variable("LDM_LOGIN_COOLOFF_MINUTES", "15", int_parser(1, 100000),
+             "How long a login lockout lasts."),
+    Variable("LDM_LOG_LEVEL", "info", choice_parser(("debug", "info", "warning", "error")),
+             "Log level of ldmsite's own loggers."),
+)
+
+
+def read_variable(variable: Variable, environ: Mapping[str, str]) -> Any:
+    raw = environ.get(variable.name)
+    if raw is None:
+        raw = variable.default
+    if raw is None:
+        return None
+    return variable.parse(variable.name, raw)
+
+
+def persistent_secret_key(data_dir: Path) -> str:
+    """Read the secret key from the data directory, creating it on first start.
+
+    The file is created exclusively so two processes starting at once agree on one key.
+    """
+    key_file = data_dir / "secret_key"
+    if not key_file.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+    key = key_file.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{key_file} is empty; delete it to generate a new SECRET_KEY.")
+    return key
+
+
+def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Parse every variable; derive what follows from them."""
+    config = {variable.name: read_variable(variable, environ) for variable in VARIABLES}
+    data_dir: Path = config["LDM_DATA_DIR"]
+    config["SCALE_OUT"] = config["REDIS_URL"] is not None
+    if config["DATABASE_URL"] is None:
+        config["DATABASE_URL"] = f"sqlite:///{data_dir / 'db.sqlite3'}"
+    if not config["SECRET_KEY"]:
+        if config["SCALE_OUT"]:
+            raise ImproperlyConfigured(
+                "SECRET_KEY must be set when REDIS_URL is set (scale-out mode): every web and worker "
+                "process must share the same key."
+            )
+        config["SECRET_KEY"] = persistent_secret_key(data_dir)
+    return config

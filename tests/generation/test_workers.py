@@ -1,0 +1,62 @@
+"""Actors really run: on worker threads inside the server (embedded mode), and in a
+separate `rundramatiq` process through a real Redis server (scale-out mode)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from generation.services import probe_workers
+from generation.workers import start_embedded_worker
+from tests.conftest import PYTHON, REPO, manage, site_env, stop
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_embedded_worker_thread_executes_an_actor_inside_the_server_process():
+    assert isinstance(dramatiq.get_broker(), StubBroker), "embedded mode uses the in-memory broker"
+    worker = start_embedded_worker(threads=1)
+    try:
+        probe = probe_workers(timeout=20)
+    finally:
+        worker.stop(timeout=5_000)
+    assert probe.answered_at is not None, "no embedded worker thread answered"
+    host_pid, thread_name = probe.answered_by.split("/", 1)
+    assert host_pid.endswith(f":{os.getpid()}"), "the actor ran in this very process"
+    assert thread_name != "MainThread", "the actor ran on a worker thread, not inline"
+
+
+@pytest.mark.django_db
+def test_without_a_worker_the_probe_is_left_unanswered():
+    probe = probe_workers(timeout=0.3)
+    assert probe.answered_at is None
+
+
+def ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        chain.append(pid)
+    return chain
+
+
+def test_a_separate_worker_process_executes_an_actor_through_a_real_redis(tmp_path, redis_server):
+    env = site_env(tmp_path, REDIS_URL=redis_server, SECRET_KEY="scale-out-test-" + "x" * 40)
+    assert manage(env, "migrate", "--noinput").returncode == 0
+    log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen(
+        [PYTHON, "manage.py", "rundramatiq", "--processes", "1", "--threads", "1"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        result = manage(env, "probe_workers", "--timeout", "90", timeout=150)
+        assert result.returncode == 0, result.stderr + (tmp_path / "worker.log").read_text()
+        answered_by = result.stdout.split("answered by ", 1)[1].split()[0]
+        pid = int(answered_by.split(":")[1].split("/")[0])
+        assert worker.pid in ancestors(pid), "the answer came from a process the worker command started"
+    finally:
+        stop(worker)
+        log.close()
