@@ -1,6 +1,23 @@
 from django.contrib import admin
 
-from generation.models import WorkerProbe
+from generation.models import DiffusionModel, Generation, WorkerProbe
+
+
+@admin.register(DiffusionModel)
+class DiffusionModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "family", "source", "is_default", "enabled", "has_clip")
+    list_filter = ("family", "enabled", "is_default")
+    search_fields = ("name", "slug", "source")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "model", "status", "step", "total_steps", "attempts", "worker", "created_at")
+    list_filter = ("status", "model")
+    search_fields = ("owner__username", "params__prompt", "worker")
+    readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "event_seq", "error_detail")
+    raw_id_fields = ("owner",)
 
 
 @admin.register(WorkerProbe)

@@ -1,4 +1,10 @@
+from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from generation.diffusion.request import GenerationRequest, ModelLimits
 
 
 class WorkerProbe(models.Model):
@@ -18,3 +24,137 @@ class WorkerProbe(models.Model):
     def __str__(self):
         state = f"answered by {self.answered_by}" if self.answered_at else "unanswered"
         return f"Worker probe {self.pk} ({state})"
+
+
+class DiffusionModel(models.Model):
+    """A text-to-image model people can pick: a local diffusers directory or a hub id."""
+
+    class Family(models.TextChoices):
+        SD1 = "sd1", "Stable Diffusion 1.x"
+        SD2 = "sd2", "Stable Diffusion 2.x"
+        SDXL = "sdxl", "Stable Diffusion XL"
+        CUSTOM = "custom", "Other diffusers pipeline"
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    source = models.CharField(max_length=500, help_text="Local diffusers directory or hub repository id")
+    family = models.CharField(max_length=10, choices=Family.choices, default=Family.SD1)
+    clip_source = models.CharField(
+        max_length=500, blank=True,
+        help_text="CLIP model for CLIP guidance and scores (directory or hub id); empty: a clip/ folder "
+                  "beside the pipeline if there is one",
+    )
+    revision = models.CharField(max_length=80, blank=True, help_text="Content hash recorded at registration")
+    description = models.TextField(blank=True)
+    default_width = models.PositiveIntegerField(default=512)
+    default_height = models.PositiveIntegerField(default=512)
+    max_width = models.PositiveIntegerField(default=1024)
+    max_height = models.PositiveIntegerField(default=1024)
+    default_steps = models.PositiveIntegerField(default=25)
+    max_steps = models.PositiveIntegerField(default=150)
+    default_sampler = models.CharField(max_length=40, default="DPM++ 2M Karras")
+    default_guidance_scale = models.FloatField(default=7.0)
+    has_clip = models.BooleanField(default=False, help_text="A CLIP model is available for guidance and scores")
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_model"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def limits(self) -> ModelLimits:
+        return ModelLimits(
+            max_width=self.max_width, max_height=self.max_height,
+            max_steps=self.max_steps,
+            default_width=self.default_width, default_height=self.default_height,
+            default_steps=self.default_steps, default_sampler=self.default_sampler,
+            default_guidance_scale=self.default_guidance_scale, has_clip=self.has_clip,
+        )
+
+    @classmethod
+    def default(cls) -> "DiffusionModel | None":
+        enabled = cls.objects.filter(enabled=True)
+        return enabled.filter(is_default=True).first() or enabled.first()
+
+
+class GenerationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=Generation.ACTIVE_STATUSES)
+
+    def visible_to(self, user):
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+
+class Generation(models.Model):
+    """One text-to-image job. This row is the truth; queue messages only nudge workers."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    model = models.ForeignKey(DiffusionModel, on_delete=models.PROTECT, related_name="generations")
+    params = models.JSONField(help_text="The validated request (GenerationRequest.to_dict())")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, help_text="What went wrong, for the person")
+    error_detail = models.TextField(blank=True, help_text="The technical cause, for staff")
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    nudged_at = models.DateTimeField(null=True, blank=True, help_text="When a queue message was last sent")
+    event_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event sent")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Engine metadata of the run (timings, device)")
+
+    objects = GenerationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["owner", "status"])]
+
+    def __str__(self):
+        return f"Generation {self.pk} ({self.status})"
+
+    def get_absolute_url(self):
+        return reverse("generation:detail", args=[self.pk])
+
+    @property
+    def request(self) -> GenerationRequest:
+        return GenerationRequest.from_dict(self.params)
+
+    @property
+    def prompt(self) -> str:
+        return self.params.get("prompt", "")
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def next_event_seq(self) -> int:
+        """Reserve the next sequence number for an event about this job (atomic across workers)."""
+        Generation.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
+        self.event_seq = Generation.objects.values_list("event_seq", flat=True).get(pk=self.pk)
+        return self.event_seq

@@ -1,3 +1,8 @@
-"""Websocket URL routes of the generation app (consumers arrive with live jobs)."""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from generation.consumers import GenerationConsumer
+
+websocket_urlpatterns = [
+    path("ws/generations/", GenerationConsumer.as_asgi()),
+    path("ws/generations/<int:job_id>/", GenerationConsumer.as_asgi()),
+]

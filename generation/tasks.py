@@ -1,9 +1,14 @@
-"""Dramatiq actors. They take ids, never objects, and set explicit limits."""
+"""Dramatiq actors. They take ids, never objects, and set explicit limits.
+
+Retries are the database's business (see `services.recover_jobs`), so actors
+themselves never retry: a failure is recorded on the job row.
+"""
 
 import dramatiq
+from django.conf import settings
 from django.utils import timezone
 
-from generation.models import WorkerProbe
+from generation.models import Generation, WorkerProbe
 from generation.workers import worker_identity
 
 
@@ -12,3 +17,25 @@ def answer_worker_probe(probe_id: int) -> None:
     WorkerProbe.objects.filter(pk=probe_id, answered_at__isnull=True).update(
         answered_at=timezone.now(), answered_by=worker_identity()
     )
+
+
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=settings.LDM_JOB_TIME_LIMIT_SECONDS * 1000)
+def run_generation(job_id: int) -> None:
+    """A nudge: some job of this job's model is waiting. Run the fairest one.
+
+    The message names a job, but the worker claims whichever queued job of that
+    model is next in the fair order; one message still means one job run, and a
+    duplicate message finds nothing left to claim.
+    """
+    from generation.runner import execute_generation
+    from generation.services import announce_positions, claim_next_job
+
+    model_id = Generation.objects.filter(pk=job_id).values_list("model_id", flat=True).first()
+    if model_id is None:
+        return
+    worker = worker_identity()
+    job = claim_next_job(worker, model_id=model_id)
+    if job is None:
+        return
+    announce_positions(model_id)
+    execute_generation(job, worker)

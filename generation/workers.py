@@ -1,4 +1,4 @@
-"""Where workers run and how they name themselves."""
+"""Where workers run, how they name themselves, and the recovery loop."""
 
 import atexit
 import logging
@@ -27,3 +27,29 @@ def start_embedded_worker(threads: int) -> dramatiq.Worker:
     atexit.register(worker.stop, timeout=5_000)
     logger.info("Started %d embedded worker thread(s).", threads)
     return worker
+
+
+def start_recovery_loop(interval: float) -> threading.Thread:
+    """Recover lost and stuck jobs now and then every `interval` seconds (web process)."""
+    from django.db import close_old_connections
+
+    from generation.services import recover_jobs
+
+    def loop():
+        first = True
+        stop = threading.Event()
+        while True:
+            try:
+                report = recover_jobs(on_startup=first)
+                if report.renudged or report.retried or report.failed:
+                    logger.info("Job recovery: %s", report)
+                first = False
+            except Exception:
+                logger.exception("Job recovery failed; trying again later")
+            finally:
+                close_old_connections()
+            stop.wait(interval)
+
+    thread = threading.Thread(target=loop, name="job-recovery", daemon=True)
+    thread.start()
+    return thread

@@ -14,7 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from generation.routing import websocket_urlpatterns  # noqa: E402
-from generation.workers import start_embedded_worker  # noqa: E402
+from generation.workers import start_embedded_worker, start_recovery_loop  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -25,3 +25,4 @@ application = ProtocolTypeRouter(
 
 if settings.EMBEDDED_WORKER_THREADS:
     start_embedded_worker(settings.EMBEDDED_WORKER_THREADS)
+start_recovery_loop(settings.LDM_RECOVERY_INTERVAL_SECONDS)

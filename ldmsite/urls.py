@@ -10,5 +10,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include("ldmsite.accounts.urls")),
+    path("", include("generation.urls")),
+    path("", include("gallery.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -14,21 +14,22 @@ class TrainConfig:
 
     # CLIP (text + vision towers, contrastive)
     clip_hidden: int = 128
-    clip_layers: int = 4
+    clip_layers: int = 3  # text tower
+    clip_vision_layers: int = 2
     clip_heads: int = 4
     clip_patch: int = 8
     clip_projection: int = 128
-    clip_steps: int = 600
-    clip_batch: int = 256
+    clip_steps: int = 250
+    clip_batch: int = 96
     clip_lr: float = 5e-4
 
     # VAE (x4 down -> 16x16x4 latents)
-    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_layers: int = 1
     vae_latent_channels: int = 4
-    vae_steps: int = 1200
-    vae_extra_steps: int = 600  # granted (once per chunk) while the reconstruction gate fails
-    vae_max_steps: int = 2400
+    vae_steps: int = 500
+    vae_extra_steps: int = 300  # granted (once per chunk) while the reconstruction gate fails
+    vae_max_steps: int = 1100
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
@@ -37,11 +38,13 @@ class TrainConfig:
     vae_bf16: bool = False
 
     # UNet (text-conditioned, cross-attention at 16x16 and 8x8, pooled text added to the time embedding)
-    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_down_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    unet_up_blocks: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     unet_layers: int = 1
     unet_head_dim: int = 32
-    unet_steps: int = 3000
-    unet_batch: int = 128
+    unet_steps: int = 1500
+    unet_batch: int = 64
     unet_lr: float = 5e-4
     unet_ema: float = 0.999
     unet_latent_bank: int = 12000  # dataset images encoded once; latents sampled from their posteriors
@@ -72,6 +75,7 @@ PRESETS: dict[str, TrainConfig] = {
         resolution=64,
         clip_hidden=32,
         clip_layers=1,
+        clip_vision_layers=1,
         clip_heads=2,
         clip_patch=16,
         clip_projection=32,
@@ -85,8 +89,8 @@ PRESETS: dict[str, TrainConfig] = {
         vae_batch=8,
         vae_gate=0.0,
         vae_gate_images=16,
-        unet_channels=(32, 32, 32),
-        unet_head_dim=8,
+        unet_channels=(16, 32, 32),
+        unet_head_dim=16,
         unet_steps=12,
         unet_batch=16,
         unet_lr=1e-3,

@@ -1,0 +1,74 @@
+"""Websocket streams of job events: one job, or all of the signed-in person's jobs.
+
+On connect the consumer joins the group first and then sends a snapshot of the
+current state, so nothing that happens in between is missed; relayed events not
+newer than what the client already has (by sequence number) are dropped.
+"""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from generation import events
+from generation.models import Generation
+from generation.snapshots import job_snapshot
+
+RECENT_JOBS_IN_SNAPSHOT = 20
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class GenerationConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        events.remember_server_loop()
+        self.joined: list[str] = []
+        self.seen: dict[int, int] = {}
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        job_id = self.scope["url_route"]["kwargs"].get("job_id")
+        if job_id is not None:
+            if not await self.may_watch(user, job_id):
+                await self.close(code=CLOSE_NOT_FOUND)
+                return
+            group = events.job_group(job_id)
+        else:
+            group = events.user_group(user.pk)
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined.append(group)
+        await self.accept()
+        for snapshot in await self.snapshots(user, job_id):
+            self.seen[snapshot["job"]] = snapshot["seq"]
+            await self.send_json(snapshot)
+
+    async def disconnect(self, code):
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        """Clients may ask for a fresh snapshot (e.g. after a gap in sequence numbers)."""
+        if isinstance(content, dict) and content.get("type") == "generation.resync":
+            user = self.scope["user"]
+            job_id = self.scope["url_route"]["kwargs"].get("job_id")
+            for snapshot in await self.snapshots(user, job_id):
+                self.seen[snapshot["job"]] = snapshot["seq"]
+                await self.send_json(snapshot)
+
+    async def generation_event(self, message):
+        event = message["event"]
+        if event["seq"] <= self.seen.get(event["job"], 0):
+            return
+        self.seen[event["job"]] = event["seq"]
+        await self.send_json(event)
+
+    @database_sync_to_async
+    def may_watch(self, user, job_id) -> bool:
+        return Generation.objects.visible_to(user).filter(pk=job_id).exists()
+
+    @database_sync_to_async
+    def snapshots(self, user, job_id) -> list[dict]:
+        if job_id is not None:
+            jobs = Generation.objects.visible_to(user).filter(pk=job_id)
+        else:
+            jobs = Generation.objects.filter(owner=user).order_by("-created_at")[:RECENT_JOBS_IN_SNAPSHOT]
+        return [job_snapshot(job) for job in jobs.select_related("model").prefetch_related("images")]

@@ -1,0 +1,85 @@
+"""ldmsite's ML core: text-to-image latent diffusion on diffusers, without Django.
+
+Public API (see docs/PERFORMANCE.md and the module docstrings for details)::
+
+    from generation.diffusion import (validate_request, load_pipeline, ModelCache, generate,
+                                      write_png, read_png_parameters)
+
+    request = validate_request({"prompt": "a red circle", "steps": 20, "sampler": "Euler a"},
+                               limits=model.limits)
+    model = cache.get("path/or/hub-id")           # ModelCache(max_bytes).get -> LoadedModel
+    result = generate(model, request, on_progress=..., should_cancel=...)
+    write_png(result.images[0], result.metadata[0], result.parameters[0], "out.png")
+
+The request, sampler-name and PNG-metadata parts import neither torch nor diffusers, so the web
+process can validate input cheaply; everything else is imported on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .pngmeta import format_parameters, parse_parameters, read_png_metadata, read_png_parameters, write_png
+from .request import (MAX_PROMPT_CHARS, MAX_SEED, REQUEST_FIELDS, GenerationRequest, ModelLimits,
+                      RequestValidationError, validate_request)
+from .samplers import DPMPP_SDE_AVAILABLE, SAMPLER_ALIASES, SAMPLERS, build_scheduler, resolve_sampler
+
+_LAZY = {
+    # engine
+    "generate": "engine",
+    "GenerationResult": "engine",
+    "GenerationCancelled": "engine",
+    "StepProgress": "engine",
+    "ENGINE_VERSION": "engine",
+    "library_versions": "engine",
+    "guided_step_indices": "engine",
+    # loading and caching
+    "load_pipeline": "loading",
+    "LoadedModel": "loading",
+    "ModelLoadError": "loading",
+    "directory_content_hash": "loading",
+    "ModelCache": "cache",
+    # precision
+    "choose_device_and_dtype": "precision",
+    "DevicePrecision": "precision",
+    "cpu_has_fast_bf16": "precision",
+    # previews
+    "LatentPreview": "preview",
+    "latents_to_preview": "preview",
+    "fit_latent_preview": "preview",
+    # CLIP
+    "ClipBundle": "clip",
+    "clip_scores": "clip",
+    "spherical_dist_loss": "clip",
+}
+
+__all__ = [
+    "GenerationRequest", "ModelLimits", "RequestValidationError", "validate_request", "REQUEST_FIELDS",
+    "MAX_PROMPT_CHARS", "MAX_SEED",
+    "SAMPLERS", "SAMPLER_ALIASES", "DPMPP_SDE_AVAILABLE", "resolve_sampler", "build_scheduler",
+    "write_png", "read_png_parameters", "read_png_metadata", "format_parameters", "parse_parameters",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cache import ModelCache
+    from .clip import ClipBundle, clip_scores, spherical_dist_loss
+    from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
+                         guided_step_indices, library_versions)
+    from .loading import LoadedModel, ModelLoadError, directory_content_hash, load_pipeline
+    from .precision import DevicePrecision, choose_device_and_dtype, cpu_has_fast_bf16
+    from .preview import LatentPreview, fit_latent_preview, latents_to_preview

@@ -1,0 +1,310 @@
+"""Generation: a validated request + a loaded model -> images, seeds, CLIP scores, metadata.
+
+The denoising loop is the pipeline's own ``__call__``; the engine adds to it only through the
+two hooks diffusers offers, so that with CLIP guidance off its pixels are exactly those of a
+plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
+
+- ``callback_on_step_end`` (after every step): the cancel check, progress/ETA and the preview;
+- a wrapper around the job's own scheduler ``step`` that sees the noise prediction the sampler
+  is about to use. It remembers the noise level and model output so the preview can show the
+  predicted clean latents x0, and on CLIP-guided steps it moves that noise prediction along the
+  CLIP gradient before the scheduler uses it (see :mod:`.clip`). Guiding the noise prediction,
+  rather than editing latents after the step, keeps the sampler's own update rule -- including
+  multistep history (DPM++, UniPC, PNDM) -- consistent with the guided x0.
+
+Each job gets a fresh scheduler and a fresh pipeline object sharing the model's weights, so
+worker threads can run jobs on one resident model concurrently. Image k uses seed + k through
+its own CPU ``torch.Generator`` (a list of generators, one per image), which makes image k
+independent of the batch size and of the device, as in ComfyUI's CPU noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+
+from .clip import clip_guidance_gradient, clip_scores, guided_model_output
+from .loading import LoadedModel
+from .pngmeta import format_parameters
+from .preview import LatentPreview, latents_to_preview
+from .request import GenerationRequest
+from .samplers import SAMPLERS
+
+ENGINE_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """What ``on_progress`` receives after every denoising step."""
+
+    step: int  # steps done, 1-based
+    total: int  # model evaluations in the schedule (2 per step for second-order samplers like Heun)
+    elapsed: float  # seconds since the job started
+    eta_seconds: float  # estimated seconds until the last step
+    preview: Image.Image | None  # predicted clean image, latent resolution unless preview_size is set
+
+
+class GenerationCancelled(Exception):
+    """The cancel check returned true; the job stopped after ``step`` of ``total`` steps."""
+
+    def __init__(self, step: int, total: int):
+        self.step = step
+        self.total = total
+        super().__init__(f"cancelled after step {step} of {total}")
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    clip_scores: list[float] | None
+    metadata: list[dict[str, Any]]  # one per image
+    parameters: list[str]  # one A1111 infotext per image
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def library_versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "engine": ENGINE_VERSION,
+    }
+    if torch.version.cuda:
+        versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    """Scheduler configs hold tuples, numpy scalars and arrays; make them plain JSON."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def guided_step_indices(request: GenerationRequest, total: int) -> list[int]:
+    """Loop indices that get CLIP guidance: every ``clip_guidance_every``-th step inside the
+    window [start, end) of the schedule, counted from the first step of the window."""
+    if not request.clip_guidance or total <= 0:
+        return []
+    first = math.ceil(request.clip_guidance_start * total)
+    return [i for i in range(first, total)
+            if i / total < request.clip_guidance_end and (i - first) % request.clip_guidance_every == 0]
+
+
+def _noise_level(scheduler, timestep) -> tuple[float, bool]:
+    """(sigma in k-diffusion units, whether ``sample`` is in sigma/VE scaling) for the model
+    evaluation about to be stepped. Called before ``scheduler.step``."""
+    variance_exploding = float(scheduler.init_noise_sigma) > 1.0 + 1e-6
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and hasattr(scheduler, "step_index"):
+        if scheduler.step_index is None and hasattr(scheduler, "_init_step_index"):
+            scheduler._init_step_index(timestep)  # exactly what step() would do first
+        index = scheduler.step_index
+        if index is not None and index < len(sigmas):
+            return float(sigmas[index]), variance_exploding
+    alphas = scheduler.alphas_cumprod
+    t = min(max(int(round(float(timestep))), 0), len(alphas) - 1)
+    alpha_bar = float(alphas[t])
+    return math.sqrt((1 - alpha_bar) / alpha_bar), variance_exploding
+
+
+def predict_x0(model_output: torch.Tensor, sample: torch.Tensor, sigma: float, variance_exploding: bool,
+               prediction_type: str) -> torch.Tensor:
+    """Clean latents implied by a model output (Karras et al. 2022 / DDPM parameterisations)."""
+    output, sample = model_output.float(), sample.float()
+    scale = math.sqrt(1.0 + sigma * sigma)
+    if prediction_type == "epsilon":
+        return sample - sigma * output if variance_exploding else sample * scale - sigma * output
+    if prediction_type == "v_prediction":
+        vp_sample = sample / scale if variance_exploding else sample
+        return (vp_sample - sigma * output) / scale
+    return output  # "sample"
+
+
+class _StepObserver:
+    """Wraps one job's ``scheduler.step``: remembers what the preview needs, applies CLIP guidance."""
+
+    def __init__(self, scheduler, *, track: bool, guidance: "_ClipGuidance | None"):
+        self.scheduler = scheduler
+        self.original_step = scheduler.step
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        self.track = track or guidance is not None
+        self.guidance = guidance
+        self.calls = 0
+        self.last: tuple | None = None
+        self.guidance_seconds = 0.0
+        scheduler.step = self.step  # instance attribute shadows the class method for this job only
+
+    def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+        index = self.calls
+        self.calls += 1
+        if not self.track:
+            return self.original_step(model_output, timestep, sample, *args, return_dict=return_dict, **kwargs)
+        sigma, variance_exploding = _noise_level(self.scheduler, timestep)
+        if self.guidance is not None and self.guidance.applies(index, len(self.scheduler.timesteps)):
+            started = time.perf_counter()
+            x0 = predict_x0(model_output, sample, sigma, variance_exploding, self.prediction_type)
+            gradient = self.guidance.gradient(x0)
+            model_output = guided_model_output(model_output, gradient, sigma, self.prediction_type)
+            self.guidance_seconds += time.perf_counter() - started
+        output = self.original_step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
+        self.last = (model_output, sample, sigma, variance_exploding,
+                     getattr(output, "pred_original_sample", None))
+        return output if return_dict else output.to_tuple()
+
+    def x0(self) -> torch.Tensor | None:
+        if self.last is None:
+            return None
+        model_output, sample, sigma, variance_exploding, pred_original = self.last
+        if pred_original is not None:
+            return pred_original
+        return predict_x0(model_output, sample, sigma, variance_exploding, self.prediction_type)
+
+
+class _ClipGuidance:
+    def __init__(self, model: LoadedModel, request: GenerationRequest):
+        self.model = model
+        self.request = request
+        self.text_embedding = model.clip.text_embeddings([request.prompt])
+        # Cutout positions come from their own generator so a guided job is reproducible too.
+        self.generator = torch.Generator("cpu").manual_seed(request.seed)
+        self.indices: list[int] | None = None
+        self.done: list[int] = []
+
+    def applies(self, index: int, total: int) -> bool:
+        if self.indices is None:
+            self.indices = guided_step_indices(self.request, total)
+        if index in self.indices:
+            self.done.append(index)
+            return True
+        return False
+
+    def gradient(self, x0: torch.Tensor) -> torch.Tensor:
+        return clip_guidance_gradient(self.model.pipeline.vae, self.model.clip, x0, self.text_embedding,
+                                      scale=self.request.clip_guidance_scale, cutouts=self.request.clip_cutouts,
+                                      generator=self.generator)
+
+
+def job_pipeline(pipeline, scheduler):
+    """A new pipeline object over the same weights with this job's scheduler (cheap: no copies)."""
+    components = dict(pipeline.components)
+    components["scheduler"] = scheduler
+    job = type(pipeline)(**components, **pipeline.parameters)
+    job.set_progress_bar_config(disable=True)
+    return job
+
+
+def generate(model: LoadedModel, request: GenerationRequest, *,
+             on_progress: Callable[[StepProgress], None] | None = None,
+             should_cancel: Callable[[], bool] | None = None,
+             preview_size: int | None = None) -> GenerationResult:
+    """Run ``request`` on ``model``.
+
+    ``on_progress`` is called after every step with a :class:`StepProgress` (its preview is
+    computed only when a callback is given). ``should_cancel`` is consulted before the run and
+    after every step; when it returns true the run stops right there and
+    :class:`GenerationCancelled` is raised. ``preview_size`` bounds the preview's longer side
+    (``None``: latent resolution, e.g. 64x64 for a 512x512 SD image).
+    """
+    started = time.perf_counter()
+    if request.clip_guidance and model.clip is None:
+        raise ValueError(f"model {model.name} has no CLIP model configured; CLIP guidance needs one")
+    if should_cancel is not None and should_cancel():
+        raise GenerationCancelled(0, request.steps)
+
+    spec = SAMPLERS[request.sampler]
+    scheduler = spec.build(model.scheduler_config)
+    pipe = job_pipeline(model.pipeline, scheduler)
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+    guidance = _ClipGuidance(model, request) if request.clip_guidance else None
+    preview: LatentPreview | None = model.latent_preview() if on_progress is not None else None
+    observer = _StepObserver(scheduler, track=preview is not None, guidance=guidance)
+
+    clock = {"preview": 0.0, "last_step_end": None, "first_step_end": None}
+    call_started = time.perf_counter()
+
+    def on_step_end(pipeline, index, timestep, tensors):
+        now = time.perf_counter()
+        total = pipeline.num_timesteps
+        if clock["first_step_end"] is None:
+            clock["first_step_end"] = now
+        clock["last_step_end"] = now
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled(index + 1, total)
+        if on_progress is not None:
+            preview_started = time.perf_counter()
+            x0 = observer.x0()
+            image = latents_to_preview(preview, x0 if x0 is not None else tensors["latents"], preview_size)
+            clock["preview"] += time.perf_counter() - preview_started
+            elapsed = now - started
+            done = index + 1
+            eta = (now - call_started) / done * (total - done)
+            on_progress(StepProgress(step=done, total=total, elapsed=elapsed, eta_seconds=eta, preview=image))
+        return {}
+
+    output = pipe(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        height=request.height,
+        width=request.width,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        num_images_per_prompt=request.num_images,
+        eta=request.eta,
+        generator=generators,
+        output_type="pil",
+        callback_on_step_end=on_step_end,
+    )
+    finished = time.perf_counter()
+    images = list(output.images)
+
+    scores = None
+    score_started = time.perf_counter()
+    if model.clip is not None:
+        scores = clip_scores(model.clip, images, request.prompt)
+    score_seconds = time.perf_counter() - score_started
+
+    last_step_end = clock["last_step_end"] or finished
+    timings = {
+        "setup": round(call_started - started, 6),
+        "denoise": round(last_step_end - call_started, 6),  # includes the text encoder
+        "decode": round(finished - last_step_end, 6),  # VAE decode and conversion to PIL
+        "preview": round(clock["preview"], 6),
+        "clip_guidance": round(observer.guidance_seconds, 6),
+        "clip_score": round(score_seconds, 6),
+        "total": round(time.perf_counter() - started, 6),
+    }
+    versions = library_versions()
+    scheduler_info = {"class": type(scheduler).__name__,
+                      "config": _jsonable({k: v for k, v in scheduler.config.items()})}
+    model_info = model.describe()
+    common = {
+        "model": model_info,
+        "scheduler": scheduler_info,
+        "versions": versions,
+        **model.precision.to_dict(),
+        "rng": "torch.Generator('cpu') per image, seeded seed + image_index",
+        "timings": timings,
+        "clip_guided_steps": list(guidance.done) if guidance else [],
+        "preview_projection": preview.source if preview is not None else None,
+    }
+    metadata, parameters = [], []
+    fields = request.to_dict()
+    for index, seed in enumerate(request.seeds):
+        record = {**fields, "seed": seed, "job_seed": request.seed, "image_index": index,
+                  "clip_score": scores[index] if scores else None, **common}
+        metadata.append(record)
+        parameters.append(format_parameters(fields, seed=seed, model_name=model.name, model_hash=model.short_hash,
+                                            extra={"Version": f"ldmsite-engine {ENGINE_VERSION}"}))
+    return GenerationResult(images=images, seeds=request.seeds, clip_scores=scores, metadata=metadata,
+                            parameters=parameters, timings=timings)

@@ -1,0 +1,289 @@
+"""The generation request: one validation function for every entry point.
+
+``validate_request`` turns raw input -- a JSON body, an HTML form's strings, CLI options, or
+fields read back from a PNG -- into a frozen :class:`GenerationRequest`, or raises
+:class:`RequestValidationError` whose ``errors`` maps each bad field to a message that names
+the allowed range. Nothing here imports torch, so the web process can validate cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .samplers import SAMPLERS, resolve_sampler
+
+MAX_PROMPT_CHARS = 1000
+MAX_SEED = 2**32 - 1  # A1111's range; image k uses seed + k, which torch accepts beyond it
+MAX_GUIDANCE_SCALE = 30.0
+MAX_CLIP_GUIDANCE_SCALE = 5000.0
+MAX_CLIP_CUTOUTS = 64
+MAX_CLIP_GUIDANCE_EVERY = 150
+
+
+class RequestValidationError(ValueError):
+    """Raised by :func:`validate_request`; ``errors`` is ``{field_name: message}``."""
+
+    def __init__(self, errors: Mapping[str, str]):
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{name}: {message}" for name, message in self.errors.items()))
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a model accepts, and its defaults. ``LoadedModel.limits`` derives one from the model."""
+
+    max_width: int = 2048
+    max_height: int = 2048
+    min_width: int = 64
+    min_height: int = 64
+    max_steps: int = 150
+    max_num_images: int = 8
+    default_width: int = 512
+    default_height: int = 512
+    default_steps: int = 25
+    default_sampler: str = "DPM++ 2M Karras"
+    default_guidance_scale: float = 7.0
+    size_multiple: int = 8
+    has_clip: bool = True  # False: CLIP guidance is refused at validation time
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated text-to-image job. Build it with :func:`validate_request`."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 25
+    guidance_scale: float = 7.0
+    sampler: str = "DPM++ 2M Karras"
+    seed: int = 0
+    num_images: int = 1
+    eta: float = 0.0
+    clip_guidance_scale: float = 0.0  # 0 = off
+    clip_cutouts: int = 4
+    clip_guidance_every: int = 4
+    clip_guidance_start: float = 0.2
+    clip_guidance_end: float = 0.8
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seed of each image: image k uses ``seed + k``."""
+        return [self.seed + k for k in range(self.num_images)]
+
+    @property
+    def clip_guidance(self) -> bool:
+        return self.clip_guidance_scale > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRequest":
+        """Rebuild a stored request; keys that are not request fields (e.g. metadata) are ignored.
+
+        Values are trusted (they were validated when stored) but coerced to the field types, so a
+        JSON round trip gives an equal object.
+        """
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data and data[f.name] is not None:
+                kwargs[f.name] = _FIELD_TYPES[f.type](data[f.name])
+        return cls(**kwargs)
+
+
+_FIELD_TYPES = {"str": str, "int": int, "float": float}  # annotations are strings here
+
+REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest))
+
+_EMPTY = (None, "")
+
+
+def _as_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            number = float(text)  # "512.0" from some clients
+            if not number.is_integer():
+                raise
+            return int(number)
+    raise TypeError
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        raise TypeError
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+def _fmt(number: float) -> str:
+    return f"{number:g}"
+
+
+def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) -> GenerationRequest:
+    """Turn raw input into a :class:`GenerationRequest` or raise :class:`RequestValidationError`.
+
+    Accepts JSON types and the strings an HTML form posts ("512", "7.5", "" for "use the default").
+    Unknown fields are errors (strip fields you do not own before calling). A missing, empty or
+    ``-1`` seed becomes a random one, which the returned request records.
+    """
+    limits = limits or ModelLimits()
+    if not isinstance(raw, Mapping):
+        raise RequestValidationError({"request": "must be an object of field: value pairs"})
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+
+    for name in raw:
+        if name not in REQUEST_FIELDS:
+            errors[str(name)] = f"unknown field; allowed fields are: {', '.join(REQUEST_FIELDS)}"
+
+    def get(name: str) -> Any:
+        value = raw.get(name)
+        return None if value in _EMPTY else value
+
+    # prompt / negative prompt
+    prompt = raw.get("prompt")
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        errors["prompt"] = f"is required: 1 to {MAX_PROMPT_CHARS} characters"
+    elif not isinstance(prompt, str):
+        errors["prompt"] = f"must be text of 1 to {MAX_PROMPT_CHARS} characters"
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        errors["prompt"] = f"is {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}"
+    else:
+        values["prompt"] = prompt.strip()
+
+    negative = raw.get("negative_prompt")
+    if negative is None:
+        values["negative_prompt"] = ""
+    elif not isinstance(negative, str):
+        errors["negative_prompt"] = f"must be text of 0 to {MAX_PROMPT_CHARS} characters"
+    elif len(negative) > MAX_PROMPT_CHARS:
+        errors["negative_prompt"] = f"is {len(negative)} characters; the maximum is {MAX_PROMPT_CHARS}"
+    else:
+        values["negative_prompt"] = negative.strip()
+
+    def integer(name: str, default: int, low: int, high: int, multiple: int = 1) -> None:
+        value = get(name)
+        if multiple > 1:
+            allowed = f"a multiple of {multiple} from {low} to {high}"
+        else:
+            allowed = f"a whole number from {low} to {high}"
+        if value is None:
+            values[name] = default
+            return
+        try:
+            number = _as_int(value)
+        except (TypeError, ValueError):
+            errors[name] = f"must be {allowed}"
+            return
+        if not low <= number <= high or number % multiple:
+            errors[name] = f"must be {allowed} (got {number})"
+            return
+        values[name] = number
+
+    def real(name: str, default: float, low: float, high: float) -> None:
+        value = get(name)
+        allowed = f"a number from {_fmt(low)} to {_fmt(high)}"
+        if value is None:
+            values[name] = float(default)
+            return
+        try:
+            number = _as_float(value)
+        except (TypeError, ValueError):
+            errors[name] = f"must be {allowed}"
+            return
+        if not low <= number <= high:
+            errors[name] = f"must be {allowed} (got {_fmt(number)})"
+            return
+        values[name] = number
+
+    integer("width", limits.default_width, limits.min_width, limits.max_width, limits.size_multiple)
+    integer("height", limits.default_height, limits.min_height, limits.max_height, limits.size_multiple)
+    integer("steps", limits.default_steps, 1, limits.max_steps)
+    real("guidance_scale", limits.default_guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
+    integer("num_images", 1, 1, limits.max_num_images)
+    real("eta", 0.0, 0.0, 1.0)
+
+    sampler = get("sampler")
+    if sampler is None:
+        values["sampler"] = resolve_sampler(limits.default_sampler)
+    else:
+        try:
+            values["sampler"] = resolve_sampler(_as_text(sampler))
+        except (KeyError, TypeError):
+            errors["sampler"] = f"must be one of: {', '.join(SAMPLERS)}"
+
+    seed = get("seed")
+    try:
+        seed_number = None if seed is None else _as_int(seed)
+    except (TypeError, ValueError):
+        errors["seed"] = f"must be a whole number from 0 to {MAX_SEED}, or empty/-1 for a random seed"
+    else:
+        if seed_number is None or seed_number == -1:
+            values["seed"] = secrets.randbelow(MAX_SEED + 1)
+        elif not 0 <= seed_number <= MAX_SEED:
+            errors["seed"] = f"must be a whole number from 0 to {MAX_SEED}, or empty/-1 for a random seed"
+        else:
+            values["seed"] = seed_number
+
+    real("clip_guidance_scale", 0.0, 0.0, MAX_CLIP_GUIDANCE_SCALE)
+    integer("clip_cutouts", GenerationRequest.clip_cutouts, 1, MAX_CLIP_CUTOUTS)
+    integer("clip_guidance_every", GenerationRequest.clip_guidance_every, 1, MAX_CLIP_GUIDANCE_EVERY)
+    real("clip_guidance_start", GenerationRequest.clip_guidance_start, 0.0, 1.0)
+    real("clip_guidance_end", GenerationRequest.clip_guidance_end, 0.0, 1.0)
+
+    if values.get("clip_guidance_scale", 0) > 0:
+        if not limits.has_clip:
+            errors["clip_guidance_scale"] = "must be 0: this model has no CLIP model configured for guidance"
+        start, end = values.get("clip_guidance_start"), values.get("clip_guidance_end")
+        if start is not None and end is not None and not start < end:
+            errors["clip_guidance_end"] = (
+                f"must be greater than clip_guidance_start ({_fmt(start)}); both are fractions from 0 to 1"
+            )
+
+    if errors:
+        raise RequestValidationError(errors)
+    return GenerationRequest(**values)
+
+
+__all__ = [
+    "GenerationRequest",
+    "ModelLimits",
+    "RequestValidationError",
+    "REQUEST_FIELDS",
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "validate_request",
+]

@@ -1,0 +1,130 @@
+"""Command line of the training code: ``python -m generation.diffusion.training``.
+
+Train the built-in model (all stages or some), or fine-tune an existing
+Stable Diffusion pipeline's UNet on a folder of captioned images::
+
+    python -m generation.diffusion.training --preset builtin --work-dir var/train/builtin \
+        --export-dir generation/builtin_model
+    python -m generation.diffusion.training --stages unet,export --resume ...
+    python -m generation.diffusion.training --finetune path/to/sd-pipeline --data my_images/ \
+        --output var/finetuned --steps 500
+
+``main(argv)`` is what the Django ``train_ldm`` command wraps; ``build_parser()``
+gives the argparse parser for embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from generation.diffusion.training.presets import PRESETS, get_preset
+
+STAGE_CHOICES = ("tokenizer", "clip", "vae", "unet", "export")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="python -m generation.diffusion.training", description=__doc__.split("\n\n")[1])
+    p.add_argument("--preset", default="builtin", choices=sorted(PRESETS), help="training configuration (default: builtin)")
+    p.add_argument("--stages", default="all", help="comma-separated subset of tokenizer,clip,vae,unet,export (default: all)")
+    p.add_argument("--work-dir", default="var/train/builtin", help="stage outputs, checkpoints and samples")
+    p.add_argument("--export-dir", default=None, help="where the export stage writes the pipeline (default: WORK_DIR/pipeline)")
+    p.add_argument("--data", default=None, help="a folder of images with same-named .txt captions, or with metadata.jsonl (default: the procedural shapes)")
+    p.add_argument("--seed", type=int, default=None, help="master seed (default: the preset's, 0)")
+    p.add_argument("--resume", action="store_true", help="continue each stage from its newest checkpoint")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the preset's)")
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--clip-steps", type=int, default=None)
+    p.add_argument("--vae-steps", type=int, default=None)
+    p.add_argument("--unet-steps", type=int, default=None)
+    p.add_argument("--unet-batch", type=int, default=None)
+    p.add_argument("--fp32", action="store_true", help="export fp32 weights instead of fp16")
+    p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
+    ft = p.add_argument_group("fine-tuning an existing pipeline (needs --data)")
+    ft.add_argument("--finetune", default=None, metavar="PIPELINE", help="diffusers StableDiffusionPipeline directory or hub id whose UNet is fine-tuned")
+    ft.add_argument("--output", default=None, help="where the fine-tuned pipeline is saved (default: WORK_DIR/finetuned)")
+    ft.add_argument("--steps", type=int, default=500)
+    ft.add_argument("--batch-size", type=int, default=1)
+    ft.add_argument("--lr", type=float, default=1e-5)
+    ft.add_argument("--resolution", type=int, default=None, help="default: the pipeline's native resolution")
+    ft.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), default="auto", help="auto: fp16 on CUDA, none on CPU")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    from generation.diffusion.training.common import seed_everything, set_threads
+
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if args.finetune:
+        from generation.diffusion.training.finetune import finetune_unet
+
+        if not args.data:
+            raise SystemExit("--finetune needs --data (a folder of captioned images)")
+        set_threads(args.threads)
+        out = finetune_unet(
+            args.finetune,
+            args.data,
+            Path(args.output or work_dir / "finetuned"),
+            work_dir=work_dir,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            resolution=args.resolution,
+            seed=args.seed or 0,
+            resume=args.resume,
+            mixed_precision=args.mixed_precision,
+            checkpoint_every=args.checkpoint_every or 100,
+            sample_every=args.sample_every or 0,
+        )
+        return {"output": str(out)}
+
+    from generation.diffusion.training import stages as S
+    from generation.diffusion.training.common import write_json
+    from generation.diffusion.training.data import FolderData, ShapesData
+
+    cfg = get_preset(args.preset).with_overrides(
+        seed=args.seed,
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        clip_steps=args.clip_steps,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        unet_batch=args.unet_batch,
+    )
+    if args.vae_steps is not None:
+        cfg = cfg.with_overrides(vae_max_steps=max(cfg.vae_max_steps, args.vae_steps))
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    data = FolderData(args.data, cfg.resolution, p_empty=cfg.p_empty) if args.data else ShapesData(cfg.p_full, cfg.p_empty)
+    wanted = STAGE_CHOICES if args.stages == "all" else tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = set(wanted) - set(STAGE_CHOICES)
+    if unknown:
+        raise SystemExit(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGE_CHOICES)}")
+    write_json(work_dir / "config.json", {"preset": args.preset, "stages": list(wanted), "data": args.data, **cfg.as_dict()})
+    timings = {}
+    for stage in STAGE_CHOICES:
+        if stage not in wanted:
+            continue
+        t0 = time.time()
+        if stage == "tokenizer":
+            S.train_tokenizer(cfg, work_dir, data.caption_corpus())
+        elif stage == "clip":
+            S.train_clip(cfg, work_dir, data, resume=args.resume)
+        elif stage == "vae":
+            S.train_vae(cfg, work_dir, data, resume=args.resume, enforce_gate=not args.no_vae_gate)
+        elif stage == "unet":
+            S.train_unet(cfg, work_dir, data, resume=args.resume)
+        elif stage == "export":
+            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=not args.fp32)
+        timings[stage] = round(time.time() - t0, 1)
+        S.log(f"[{stage}] finished in {timings[stage]:.0f}s")
+    S._record(work_dir, "wall_clock", **{f"{k}_seconds": v for k, v in timings.items()})
+    return timings
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(build_parser().parse_args(argv))

@@ -1,0 +1,72 @@
+"""Live job events: one helper names the groups, one function publishes.
+
+Every event is a dict with a dotted `type` (`generation.progress`, …), the job id
+and a per-job sequence number reserved in the database, so a client can drop
+anything older than the snapshot it received on connect. Events are
+best-effort; the `Generation` row holds the durable state.
+"""
+
+import asyncio
+import logging
+import threading
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+# The server's event loop, when this process is the ASGI server. In embedded mode
+# workers are threads of the server and the in-memory channel layer is plain
+# asyncio queues, which are not thread-safe: events from a worker thread must be
+# handed to the loop the consumers run on. Worker processes have no such loop.
+_server_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def remember_server_loop() -> None:
+    """Called by consumers (on the server loop) so worker threads can publish onto it."""
+    global _server_loop
+    loop = asyncio.get_running_loop()
+    if _server_loop is not loop:
+        with _loop_lock:
+            _server_loop = loop
+
+
+def job_group(job_id: int) -> str:
+    return f"generation.job.{job_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"generation.user.{user_id}"
+
+
+def event_for(job, event_type: str, **payload) -> dict:
+    return {"type": event_type, "job": job.pk, "seq": job.next_event_seq(), **payload}
+
+
+async def _send_to_groups(groups: list[str], event: dict) -> None:
+    layer = get_channel_layer()
+    for group in groups:
+        await layer.group_send(group, {"type": "generation.event", "event": event})
+
+
+def publish(job, event_type: str, **payload) -> dict:
+    """Send an event about `job` to its own stream and to its owner's stream."""
+    event = event_for(job, event_type, **payload)
+    groups = [job_group(job.pk), user_group(job.owner_id)]
+    try:
+        loop = _server_loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            asyncio.run_coroutine_threadsafe(_send_to_groups(groups, event), loop).result(timeout=5)
+        else:
+            async_to_sync(_send_to_groups)(groups, event)
+    except Exception:  # best-effort: the row is the truth, a reconnect resyncs
+        logger.warning("Could not publish %s for job %s", event_type, job.pk, exc_info=True)
+    return event
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

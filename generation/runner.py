@@ -1,0 +1,161 @@
+"""Running one claimed job on a worker: model cache, engine callbacks, heartbeats, results."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from generation import events
+from generation.models import Generation
+
+logger = logging.getLogger(__name__)
+Status = Generation.Status
+
+PREVIEW_INTERVAL_SECONDS = 0.1  # at most ~10 previews per second per job
+PREVIEW_SIZE = 256
+
+_cache = None
+_cache_lock = threading.Lock()
+
+
+def model_cache():
+    """This worker's resident models: each is loaded once and kept (LRU under a memory budget)."""
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            from generation.diffusion import ModelCache
+
+            _cache = ModelCache(max_bytes=settings.LDM_MODEL_CACHE_BYTES)
+        return _cache
+
+
+def load_for_job(model):
+    clip_source = model.clip_source or None
+    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source)
+
+
+def resolve_source(source: str) -> str:
+    """Relative model paths (the built-in model) are relative to the repository."""
+    path = Path(source)
+    if not path.is_absolute() and (settings.BASE_DIR / path).exists():
+        return str(settings.BASE_DIR / path)
+    return source
+
+
+class Heartbeat:
+    """Records every few seconds that this worker is still running the job."""
+
+    def __init__(self, job_id: int, worker: str):
+        self.job_id, self.worker = job_id, worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self):
+        try:
+            while not self._stop.wait(settings.LDM_HEARTBEAT_SECONDS):
+                Generation.objects.filter(pk=self.job_id, status=Status.RUNNING, worker=self.worker).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            close_old_connections()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def preview_data_url(picture) -> str:
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="WEBP", quality=70)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def people_message(error: BaseException) -> str:
+    """What went wrong, in words a person can act on."""
+    import torch
+
+    from generation.diffusion import ModelLoadError
+
+    if isinstance(error, ModelLoadError):
+        return f"The model could not be loaded: {error}"
+    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return "The worker ran out of memory. Try a smaller size or fewer images per job."
+    return "Generation failed because of an internal error. Staff can see the details."
+
+
+def finish(job: Generation, worker: str, **changes) -> bool:
+    """Conditional final update: only the worker that owns the run may finish it."""
+    changes.setdefault("finished_at", timezone.now())
+    return bool(Generation.objects.filter(pk=job.pk, status=Status.RUNNING, worker=worker).update(**changes))
+
+
+def execute_generation(job: Generation, worker: str) -> None:
+    """Run a job this worker has claimed, from model load to stored images."""
+    from gallery.services import store_generated_image
+    from generation.diffusion import GenerationCancelled, generate
+
+    with Heartbeat(job.pk, worker):
+        events.publish(job, "generation.started", total=job.total_steps)
+        try:
+            loaded = load_for_job(job.model)
+            last_sent = 0.0
+
+            def on_progress(progress):
+                nonlocal last_sent
+                now = time.monotonic()
+                final = progress.step >= progress.total
+                if now - last_sent < PREVIEW_INTERVAL_SECONDS and not final:
+                    return
+                last_sent = now
+                Generation.objects.filter(pk=job.pk).update(step=progress.step, total_steps=progress.total,
+                                                            heartbeat_at=timezone.now())
+                payload = {"step": progress.step, "total": progress.total,
+                           "eta": round(progress.eta_seconds, 1), "elapsed": round(progress.elapsed, 2)}
+                if progress.preview is not None:
+                    payload["preview"] = preview_data_url(progress.preview)
+                events.publish(job, "generation.progress", **payload)
+
+            def should_cancel() -> bool:
+                return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
+
+            result = generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
+                              preview_size=PREVIEW_SIZE)
+            images = []
+            for index, picture in enumerate(result.images):
+                clip_score = result.clip_scores[index] if result.clip_scores else None
+                images.append(store_generated_image(job, index, picture, result.metadata[index],
+                                                    result.parameters[index], clip_score))
+        except GenerationCancelled:
+            if finish(job, worker, status=Status.CANCELLED):
+                events.publish(job, "generation.cancelled")
+            return
+        except Exception as error:  # every failure becomes a definite, explained state
+            logger.exception("Job %s failed", job.pk)
+            message = people_message(error)
+            detail = "".join(traceback.format_exception(error))[-10_000:]
+            if finish(job, worker, status=Status.FAILED, error_message=message, error_detail=detail):
+                events.publish(job, "generation.failed", message=message)
+            return
+
+        metadata = {"timings": result.metadata[0].get("timings", {}) if result.metadata else {}}
+        if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
+            events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
+
+
+def image_summary(image) -> dict:
+    return {"id": image.pk, "url": image.file_url(), "thumbnail": image.thumbnail_url(),
+            "page": image.get_absolute_url(), "seed": image.seed, "clip_score": image.clip_score,
+            "width": image.width, "height": image.height}

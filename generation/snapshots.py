@@ -1,0 +1,31 @@
+"""The current state of a job as one JSON-able dict (websocket snapshots, API, pages)."""
+
+from django.urls import reverse
+
+from generation.models import Generation
+
+
+def job_snapshot(job: Generation) -> dict:
+    from generation.runner import image_summary
+    from generation.services import queue_position
+
+    position, eta = queue_position(job)
+    params = job.params
+    return {
+        "type": "generation.snapshot",
+        "job": job.pk,
+        "seq": job.event_seq,
+        "status": job.status,
+        "step": job.step,
+        "total": job.total_steps,
+        "position": position,
+        "eta": eta,
+        "prompt": params.get("prompt", ""),
+        "model": job.model.name,
+        "num_images": params.get("num_images", 1),
+        "created_at": job.created_at.isoformat(),
+        "error": job.error_message or None,
+        "images": [image_summary(image) for image in job.images.all()] if job.status == "succeeded" else [],
+        "url": reverse("generation:detail", args=[job.pk]),
+        "cancel_url": reverse("generation:cancel", args=[job.pk]),
+    }

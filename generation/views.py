@@ -1,0 +1,96 @@
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from gallery.models import Image
+from generation.forms import GenerateForm
+from generation.models import DiffusionModel, Generation
+from generation.services import SubmissionError, can_manage, cancel_generation, submit_generation
+from generation.snapshots import job_snapshot
+
+
+def wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def add_errors(form, errors: dict) -> None:
+    """Put each validator message next to its field (or above the form)."""
+    for field, message in errors.items():
+        if field in form.fields:
+            form.add_error(field, message[:1].upper() + message[1:])
+        elif field == "__all__":
+            form.add_error(None, message)
+        else:
+            form.add_error(None, f"{field.replace('_', ' ').capitalize()} {message}")
+
+
+def remix_params(request) -> dict | None:
+    image_id = request.GET.get("remix")
+    if not image_id or not image_id.isdigit():
+        return None
+    image = Image.objects.filter(pk=image_id).first()
+    if image is None or not image.can_view(request.user):
+        return None
+    params = dict(image.generation.params) if image.generation else {}
+    params.update(prompt=image.prompt, negative_prompt=image.negative_prompt, seed=image.seed, num_images=1)
+    if image.model:
+        params["model"] = image.model.slug
+    return params
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def generate(request):
+    models = list(DiffusionModel.objects.filter(enabled=True))
+    if request.method == "POST":
+        form = GenerateForm(request.POST)
+        try:
+            model = DiffusionModel.objects.filter(enabled=True, slug=request.POST.get("model", "")).first()
+            if model is None:
+                raise SubmissionError({"model": "choose one of the installed models"})
+            job = submit_generation(request.user, form.request_fields(), model=model)
+        except SubmissionError as error:
+            if wants_json(request):
+                return JsonResponse({"errors": error.errors}, status=error.status)
+            add_errors(form, error.errors)
+            return render(request, "generation/generate.html", {"form": form, "models": models}, status=error.status)
+        if wants_json(request):
+            return JsonResponse({"job": job_snapshot(job)}, status=202)
+        return redirect(job)
+    remix = remix_params(request)
+    default = DiffusionModel.default()
+    if remix and remix.get("model"):
+        default = DiffusionModel.objects.filter(enabled=True, slug=remix["model"]).first() or default
+    form = GenerateForm(initial=GenerateForm.initial_for(default, remix))
+    return render(request, "generation/generate.html", {"form": form, "models": models})
+
+
+@login_required
+def detail(request, pk):
+    job = get_object_or_404(Generation.objects.visible_to(request.user).select_related("model"), pk=pk)
+    if wants_json(request):
+        return JsonResponse(job_snapshot(job))
+    return render(request, "generation/detail.html", {"job": job, "snapshot": job_snapshot(job),
+                                                      "images": job.images.all()})
+
+
+@login_required
+@require_POST
+def cancel(request, pk):
+    job = Generation.objects.filter(pk=pk).first()
+    if job is None or not can_manage(request.user, job):
+        raise Http404
+    job = cancel_generation(job)
+    if wants_json(request):
+        return JsonResponse(job_snapshot(job))
+    return redirect(job)
+
+
+@login_required
+def jobs(request):
+    page = Paginator(Generation.objects.filter(owner=request.user).select_related("model"), 25).get_page(
+        request.GET.get("page"))
+    return render(request, "generation/jobs.html", {"page": page})

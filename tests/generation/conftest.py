@@ -1,0 +1,63 @@
+"""Fixtures for job tests: a tiny seeded model registered in the database, people, and a real
+Dramatiq worker (threads) consuming the in-memory broker."""
+
+import dramatiq
+import pytest
+from django.contrib.auth import get_user_model
+
+from generation.models import DiffusionModel
+from tests.generation.diffusion.tiny import build_tiny_pipeline
+
+User = get_user_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory):
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-pipeline"), with_clip=True)
+
+
+@pytest.fixture
+def tiny_model(db, tiny_pipeline_dir):
+    DiffusionModel.objects.update(is_default=False)
+    return DiffusionModel.objects.create(
+        name="Tiny", slug="tiny", source=str(tiny_pipeline_dir), family="sd1", has_clip=True,
+        default_width=32, default_height=32, max_width=64, max_height=64,
+        default_steps=4, max_steps=150, default_sampler="Euler", default_guidance_scale=5.0, is_default=True,
+    )
+
+
+@pytest.fixture
+def alice(db):
+    return User.objects.create_user("alice", "alice@example.com", "violet-lantern-4821")
+
+
+@pytest.fixture
+def bob(db):
+    return User.objects.create_user("bob", "bob@example.com", "violet-lantern-4821")
+
+
+@pytest.fixture
+def staff(db):
+    return User.objects.create_user("sam", "sam@example.com", "violet-lantern-4821", is_staff=True)
+
+
+@pytest.fixture
+def broker():
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def worker(broker):
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def run_queue(broker, worker, timeout_ms: int = 120_000) -> None:
+    """Wait until every message has been processed."""
+    broker.join("default", timeout=timeout_ms)
+    worker.join()
