@@ -71,6 +71,8 @@ class DiffusionModel(models.Model):
     def limits(self) -> ModelLimits:
         return ModelLimits(
             max_width=self.max_width, max_height=self.max_height,
+            # Small models (the built-in one works at 64x64) may go below the usual 64 px floor.
+            min_width=min(64, self.default_width), min_height=min(64, self.default_height),
             max_steps=self.max_steps,
             default_width=self.default_width, default_height=self.default_height,
             default_steps=self.default_steps, default_sampler=self.default_sampler,

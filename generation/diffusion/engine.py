@@ -20,6 +20,7 @@ independent of the batch size and of the device, as in ComfyUI's CPU noise.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -143,13 +144,17 @@ class _StepObserver:
         self.calls = 0
         self.last: tuple | None = None
         self.guidance_seconds = 0.0
-        scheduler.step = self.step  # instance attribute shadows the class method for this job only
+        if self.track:
+            # An instance attribute shadows the class method for this job's scheduler only. The
+            # pipeline inspects step()'s signature to decide whether to pass eta and generator,
+            # so the wrapper must present the original signature (inspect follows __wrapped__).
+            step = functools.partial(_StepObserver.step, self)
+            functools.update_wrapper(step, self.original_step)
+            scheduler.step = step
 
     def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
         index = self.calls
         self.calls += 1
-        if not self.track:
-            return self.original_step(model_output, timestep, sample, *args, return_dict=return_dict, **kwargs)
         sigma, variance_exploding = _noise_level(self.scheduler, timestep)
         if self.guidance is not None and self.guidance.applies(index, len(self.scheduler.timesteps)):
             started = time.perf_counter()

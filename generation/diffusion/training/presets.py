@@ -87,6 +87,7 @@ PRESETS: dict[str, TrainConfig] = {
         vae_extra_steps=0,
         vae_max_steps=12,
         vae_batch=8,
+        vae_lr=3e-3,
         vae_gate=0.0,
         vae_gate_images=16,
         unet_channels=(16, 32, 32),

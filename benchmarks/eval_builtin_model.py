@@ -1,0 +1,149 @@
+"""Measure the built-in model against the quality bar of issue 4.
+
+    .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
+        [--prompts 200] [--steps 25] [--guidance 7.0] [--clip-prompts 50] [--out var/eval]
+
+1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
+   attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
+   ``--steps`` steps at the engine's default guidance scale, judged by
+   ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
+   batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
+2. CLIP zero-shot per-attribute accuracy of the shipped ``clip/`` on held-out dataset images.
+3. CLIP score mean with CLIP guidance off vs on, same prompts and seeds, through the engine
+   (``generation.diffusion.engine.generate``) when it is importable.
+
+Writes ``results.json``, ``table.md`` and sample grids under ``--out``; prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from generation.diffusion import dataset as shapes  # noqa: E402
+from generation.diffusion import evaluate  # noqa: E402
+
+
+def save_grid(images, path: Path, cols: int = 20) -> None:
+    from PIL import Image
+
+    images = np.asarray(images)
+    n, h, w, _ = images.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * h, cols * w, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = im
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def quality(model_dir: Path, prompts: int, steps: int, guidance: float, seed: int, out: Path) -> dict:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    wanted = shapes.evaluation_prompts(prompts, seed=0)
+    t0 = time.time()
+    images = evaluate.pipeline_images(pipe, wanted, seed=seed, steps=steps, guidance_scale=guidance, batch_size=25)
+    seconds = time.time() - t0
+    result = evaluate.score(images, wanted)
+    save_grid(images[:100], out / "quality_first100.png")
+    failures = [
+        {"prompt": shapes.caption(w), "seed": seed + i, "judged": evaluate.judge(im)}
+        for i, (im, w) in enumerate(zip(images, wanted))
+        if evaluate.judge(im) != w
+    ]
+    return {"result": result, "seconds": round(seconds, 1), "failures": failures[:40]}
+
+
+def zero_shot(model_dir: Path, count: int) -> dict:
+    from transformers import CLIPModel, CLIPTokenizer
+
+    clip = CLIPModel.from_pretrained(model_dir / "clip", dtype=torch.float32).eval()
+    tok = CLIPTokenizer.from_pretrained(model_dir / "clip")
+    images, specs = shapes.generate(count, seed=2_000_003)  # never used in training (different seed stream)
+    return evaluate.clip_zero_shot(clip, tok, images, [s.attributes() for s in specs])
+
+
+def clip_guidance_scores(model_dir: Path, prompts: int, steps: int, guidance: float, seed: int, scale: float, out: Path) -> dict:
+    try:
+        from generation.diffusion.engine import generate
+        from generation.diffusion.loading import load_pipeline
+        from generation.diffusion.request import GenerationRequest
+    except Exception as exc:  # the engine is optional for this script
+        return {"skipped": f"engine not importable: {exc}"}
+    model = load_pipeline(str(model_dir), dtype="fp32")
+    if model.clip is None:
+        return {"skipped": "engine loaded no CLIP model"}
+    wanted = shapes.evaluation_prompts(prompts, seed=0)
+    scores = {"off": [], "on": []}
+    judged = {"off": [], "on": []}
+    t0 = time.time()
+    for label, s in (("off", 0.0), ("on", scale)):
+        for i, w in enumerate(wanted):
+            req = GenerationRequest(
+                prompt=shapes.caption(w), width=64, height=64, steps=steps, guidance_scale=guidance,
+                sampler="DDIM", seed=seed + i, clip_guidance_scale=s,
+            )
+            res = generate(model, req)
+            scores[label].append(res.clip_scores[0] if res.clip_scores else float("nan"))
+            judged[label].append(np.asarray(res.images[0].convert("RGB")))
+        save_grid(judged[label], out / f"clip_guidance_{label}.png", cols=10)
+    return {
+        "prompts": prompts,
+        "clip_guidance_scale": scale,
+        "clip_score_mean_off": float(np.nanmean(scores["off"])),
+        "clip_score_mean_on": float(np.nanmean(scores["on"])),
+        "quality_off": evaluate.score(judged["off"], wanted),
+        "quality_on": evaluate.score(judged["on"], wanted),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(ROOT / "generation" / "builtin_model"))
+    p.add_argument("--prompts", type=int, default=200)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=7.0, help="the engine's default guidance scale")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--zero-shot-images", type=int, default=500)
+    p.add_argument("--clip-prompts", type=int, default=50)
+    p.add_argument("--clip-guidance-scale", type=float, default=100.0)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: quality,zero_shot,clip")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "var" / "eval"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model_dir, out = Path(args.model), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict = {"model": str(model_dir), "steps": args.steps, "guidance_scale": args.guidance, "sampler": "DDIM (eta 0)", "seed": args.seed}
+    if "quality" not in skip:
+        results["quality"] = quality(model_dir, args.prompts, args.steps, args.guidance, args.seed, out)
+        print(evaluate.format_table(results["quality"]["result"]), flush=True)
+    if "zero_shot" not in skip:
+        results["clip_zero_shot"] = zero_shot(model_dir, args.zero_shot_images)
+        print("CLIP zero-shot:", {k: f"{v:.1%}" for k, v in results["clip_zero_shot"].items()}, flush=True)
+    if "clip" not in skip and args.clip_prompts > 0:
+        results["clip_guidance"] = clip_guidance_scores(model_dir, args.clip_prompts, args.steps, args.guidance, args.seed, args.clip_guidance_scale, out)
+        print("CLIP guidance:", json.dumps({k: v for k, v in results["clip_guidance"].items() if not k.startswith("quality")}), flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if "quality" in results:
+        (out / "table.md").write_text(evaluate.format_table(results["quality"]["result"]) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The engine on a tiny seeded model: reproducibility, samplers, previews, cancellation, metadata."""
+
+import numpy as np
+import pytest
+import torch
+
+from generation.diffusion import SAMPLERS, GenerationCancelled, generate, validate_request
+
+from .tiny import TINY_IMAGE_SIZE
+
+
+def pixels(image):
+    return np.asarray(image, dtype=np.int16)
+
+
+def plain_pipeline(model_dir, scheduler_class):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("sampler, scheduler_name, with_progress", [
+    ("Euler", "EulerDiscreteScheduler", False),
+    ("DPM++ 2M Karras", "DPMSolverMultistepScheduler", True),
+    ("Euler a", "EulerAncestralDiscreteScheduler", True),
+    ("DDIM", "DDIMScheduler", True),
+])
+def test_same_seed_gives_same_pixels_as_plain_diffusers(tiny_model_dir, engine_model, make_request, sampler,
+                                                        scheduler_name, with_progress):
+    import diffusers
+
+    request = make_request(sampler=sampler, seed=1234, num_images=2, negative_prompt="blurry", eta=0.5)
+    result = generate(engine_model, request, on_progress=(lambda progress: None) if with_progress else None)
+
+    scheduler_class = getattr(diffusers, scheduler_name)
+    pipe = plain_pipeline(tiny_model_dir, scheduler_class)
+    if sampler == "DPM++ 2M Karras":
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
+                                                     solver_order=2, use_karras_sigmas=True)
+    expected = pipe(request.prompt, negative_prompt=request.negative_prompt, height=request.height,
+                    width=request.width, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                    num_images_per_prompt=2, eta=0.5,
+                    generator=[torch.Generator("cpu").manual_seed(s) for s in (1234, 1235)]).images
+
+    assert result.seeds == [1234, 1235]
+    for ours, theirs in zip(result.images, expected):
+        assert np.array_equal(pixels(ours), pixels(theirs))
+
+
+def test_image_k_of_a_job_is_the_image_of_seed_plus_k(engine_model, make_request):
+    batch = generate(engine_model, make_request(seed=50, num_images=3))
+    single = generate(engine_model, make_request(seed=52, num_images=1))
+    assert batch.seeds == [50, 51, 52]
+    assert [m["seed"] for m in batch.metadata] == [50, 51, 52]
+    assert {m["job_seed"] for m in batch.metadata} == {50}
+    # Same noise; only the batched matmuls may round differently.
+    assert np.abs(pixels(batch.images[2]) - pixels(single.images[0])).max() <= 2
+    assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
+
+
+def test_the_same_request_twice_gives_identical_pixels(engine_model, make_request):
+    first = generate(engine_model, make_request(sampler="DPM++ 2M SDE", seed=9))
+    second = generate(engine_model, make_request(sampler="DPM++ 2M SDE", seed=9))
+    assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_each_sampler_name_runs(engine_model, make_request, sampler):
+    result = generate(engine_model, make_request(sampler=sampler, steps=3, eta=0.5))
+    image = result.images[0]
+    assert image.size == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert result.metadata[0]["scheduler"]["class"] == SAMPLERS[sampler].scheduler_class
+    assert np.isfinite(pixels(image)).all() and pixels(image).std() > 0
+
+
+def test_previews_have_the_right_size_and_change_between_steps(engine_model, make_request):
+    progress = []
+    generate(engine_model, make_request(steps=5), on_progress=progress.append)
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5]
+    assert all(p.total == 5 for p in progress)
+    latent_side = TINY_IMAGE_SIZE // engine_model.pipeline.vae_scale_factor
+    assert all(p.preview.size == (latent_side, latent_side) for p in progress)
+    frames = [pixels(p.preview) for p in progress]
+    assert all(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
+    assert progress[-1].eta_seconds == 0
+    assert all(p.elapsed > 0 and p.eta_seconds >= 0 for p in progress)
+    assert [p.elapsed for p in progress] == sorted(p.elapsed for p in progress)
+
+
+def test_a_batch_preview_is_a_grid_and_preview_size_bounds_its_longer_side(engine_model, make_request):
+    progress = []
+    generate(engine_model, make_request(steps=2, num_images=3), on_progress=progress.append, preview_size=64)
+    latent_side = TINY_IMAGE_SIZE // engine_model.pipeline.vae_scale_factor
+    assert progress[0].preview.size == (64, 32)  # 2 x 2 grid of 16x16 latents, scaled to 64 wide
+    assert latent_side == 16
+
+
+def test_preview_is_the_linear_projection_of_the_predicted_clean_latents(engine_model):
+    """The fitted projection is a fair stand-in for the VAE decoder on the model's own latents."""
+    from generation.diffusion import fit_latent_preview
+    from generation.diffusion.preview import _fitting_images
+
+    vae = engine_model.pipeline.vae
+    preview = engine_model.latent_preview()
+    assert preview.source == "fitted" and preview.matrix.shape == (4, 3)
+    assert engine_model.latent_preview() is preview  # cached
+    with torch.no_grad():
+        images = _fitting_images(6, 32, torch.Generator().manual_seed(99))
+        latents = vae.encode(images).latent_dist.mean
+        decoded = torch.nn.functional.avg_pool2d(vae.decode(latents).sample.clamp(-1, 1), 2)
+    projected = preview.project(latents * vae.config.scaling_factor).permute(0, 3, 1, 2).float() / 127.5 - 1
+    baseline = (decoded - decoded.mean(dim=(0, 2, 3), keepdim=True)).pow(2).mean()
+    assert (projected - decoded).pow(2).mean() < 0.5 * baseline
+    assert fit_latent_preview(vae).matrix.allclose(preview.matrix, atol=1e-4)
+
+
+def test_cancel_stops_within_one_step_and_reports_a_cancellation(engine_model, make_request):
+    unet_calls, decodes = [], []
+    pipeline = engine_model.pipeline
+    hook = pipeline.unet.register_forward_hook(lambda *args: unet_calls.append(1))
+    original_decode = pipeline.vae.decode
+    cancel = {"flag": False}
+
+    def on_progress(progress):
+        if progress.step == 2:
+            cancel["flag"] = True  # e.g. the owner pressed cancel during step 3
+
+    try:
+        pipeline.vae.decode = lambda *a, **k: decodes.append(1) or original_decode(*a, **k)
+        with pytest.raises(GenerationCancelled) as caught:
+            generate(engine_model, make_request(steps=20), on_progress=on_progress,
+                     should_cancel=lambda: cancel["flag"])
+    finally:
+        hook.remove()
+        del pipeline.vae.decode
+    assert caught.value.step == 3 and caught.value.total == 20
+    assert len(unet_calls) == 3
+    assert decodes == []  # no VAE decode of an abandoned image
+    assert not isinstance(caught.value, (ValueError, RuntimeError))
+
+
+def test_a_job_cancelled_before_it_starts_runs_nothing(engine_model, make_request):
+    with pytest.raises(GenerationCancelled) as caught:
+        generate(engine_model, make_request(), should_cancel=lambda: True)
+    assert caught.value.step == 0
+
+
+def test_metadata_records_everything_needed_to_reproduce_the_image(engine_model, make_request):
+    request = make_request(seed=11, num_images=2, sampler="DDIM", eta=0.25, negative_prompt="dark")
+    result = generate(engine_model, request)
+    meta = result.metadata[1]
+    for name, value in request.to_dict().items():
+        if name != "seed":
+            assert meta[name] == value
+    assert meta["seed"] == 12 and meta["image_index"] == 1
+    assert meta["model"]["hash"] == engine_model.content_hash and len(meta["model"]["hash"]) == 64
+    assert meta["model"]["name"] == engine_model.name
+    assert meta["scheduler"]["class"] == "DDIMScheduler"
+    assert meta["scheduler"]["config"]["beta_schedule"] == "scaled_linear"
+    assert {"torch", "diffusers", "transformers", "python"} <= set(meta["versions"])
+    assert meta["device"] == "cpu" and meta["dtype"] == "fp32" and meta["precision_reason"]
+    assert {"setup", "denoise", "decode", "clip_score", "total"} <= set(meta["timings"])
+    assert meta["clip_score"] == result.clip_scores[1]
+    assert result.parameters[1] == (
+        f"{request.prompt}\nNegative prompt: dark\n"
+        f"Steps: 4, Sampler: DDIM, CFG scale: 5, Seed: 12, Size: 32x32, Model hash: {engine_model.short_hash}, "
+        f"Model: {engine_model.name}, Eta DDIM: 0.25, Version: ldmsite-engine 1.0")
+
+
+def test_clip_scores_are_on_a_0_to_100_scale(engine_model, make_request):
+    result = generate(engine_model, make_request(num_images=2))
+    assert len(result.clip_scores) == 2
+    assert all(0 <= score <= 100 for score in result.clip_scores)
+
+
+def test_clip_guidance_changes_the_output_and_raises_the_mean_clip_score(engine_model, make_request):
+    seeds = [21, 22, 23]
+    plain = generate(engine_model, make_request(seed=seeds[0], num_images=3, steps=8))
+    guided = generate(engine_model, make_request(seed=seeds[0], num_images=3, steps=8, clip_guidance_scale=1000,
+                                                 clip_guidance_every=2, clip_guidance_start=0.25,
+                                                 clip_guidance_end=1.0, clip_cutouts=2))
+    assert guided.metadata[0]["clip_guided_steps"] == [2, 4, 6]
+    assert all(not np.array_equal(pixels(a), pixels(b)) for a, b in zip(plain.images, guided.images))
+    assert np.mean(guided.clip_scores) > np.mean(plain.clip_scores) + 1.0
+    assert guided.timings["clip_guidance"] > 0
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M Karras", "UniPC", "LMS", "Heun", "PNDM"])
+def test_clip_guidance_works_with_the_deterministic_samplers(engine_model, make_request, sampler):
+    plain = generate(engine_model, make_request(sampler=sampler, steps=4))
+    guided = generate(engine_model, make_request(sampler=sampler, steps=4, clip_guidance_scale=1000,
+                                                 clip_guidance_every=1, clip_guidance_start=0.0,
+                                                 clip_guidance_end=1.0, clip_cutouts=1))
+    assert guided.clip_scores[0] > plain.clip_scores[0]
+
+
+def test_guided_steps_follow_every_n_inside_the_window(make_request):
+    from generation.diffusion import guided_step_indices
+
+    request = make_request(clip_guidance_scale=100, clip_guidance_every=4, clip_guidance_start=0.2,
+                           clip_guidance_end=0.8)
+    assert guided_step_indices(request, 20) == [4, 8, 12]
+    assert guided_step_indices(make_request(), 20) == []
+
+
+def test_clip_guidance_without_a_clip_model_is_refused(tiny_model_dir, make_request):
+    from generation.diffusion import load_pipeline
+
+    model = load_pipeline(str(tiny_model_dir), clip_source=False, dtype="fp32")
+    assert model.clip is None and model.limits.has_clip is False
+    result = generate(model, make_request(steps=2))
+    assert result.clip_scores is None and result.metadata[0]["clip_score"] is None
+    with pytest.raises(ValueError, match="CLIP"):
+        generate(model, make_request(clip_guidance_scale=100))
+
+
+def test_an_sdxl_directory_loads_and_generates(tmp_path):
+    from generation.diffusion import load_pipeline
+
+    from .tiny import build_tiny_sdxl_pipeline
+
+    model = load_pipeline(str(build_tiny_sdxl_pipeline(tmp_path)), dtype="fp32")
+    assert model.pipeline_class == "StableDiffusionXLPipeline" and model.family == "sdxl"
+    request = validate_request({"prompt": "a green square", "width": 32, "height": 32, "steps": 2,
+                                "sampler": "Euler a", "seed": 3}, model.limits)
+    progress = []
+    result = generate(model, request, on_progress=progress.append)
+    assert result.images[0].size == (32, 32) and len(progress) == 2
+    assert result.metadata[0]["model"]["pipeline_class"] == "StableDiffusionXLPipeline"

@@ -1,0 +1,141 @@
+"""Each stage on tiny settings: it runs, its loss falls, checkpoints resume exactly, export loads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generation.diffusion import dataset as d
+from generation.diffusion.training import stages as S
+from generation.diffusion.training.cli import main
+from generation.diffusion.training.data import FolderData, ShapesData, read_folder
+from generation.diffusion.training.presets import get_preset
+
+
+def tiny(**overrides):
+    cfg = get_preset("tiny").with_overrides(threads=None, sample_every=10_000, **overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run of every stage, shared by the tests below (keeps the suite fast)."""
+    work = tmp_path_factory.mktemp("work")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models gain nothing from threads, and the CI box is shared
+    cfg = tiny(clip_steps=20, vae_steps=20, vae_max_steps=20, unet_steps=20, checkpoint_every=10)
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    S.train_tokenizer(cfg, work, data.caption_corpus())
+    S.train_clip(cfg, work, data)
+    S.train_vae(cfg, work, data)
+    S.train_unet(cfg, work, data)
+    S.export_pipeline(cfg, work, work / "pipeline", data)
+    yield cfg, work, json.loads((work / "stages.json").read_text())
+    torch.set_num_threads(threads)
+
+
+def test_tokenizer_loads_with_the_stock_clip_tokenizer_and_keeps_words_whole(trained):
+    from transformers import CLIPTokenizer
+
+    _, work, _ = trained
+    tok = CLIPTokenizer.from_pretrained(work / "tokenizer")
+    ids = tok("a large yellow circle in the center on a blue background").input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert len(ids) == 13  # eleven words, one token each
+    assert tok.model_max_length == 16
+
+
+@pytest.mark.parametrize("stage", ["clip", "vae", "unet"])
+def test_stage_loss_falls(trained, stage):
+    _, _, record = trained
+    assert record[stage]["final_loss"] < record[stage]["initial_loss"], record[stage]
+
+
+def test_vae_records_its_measured_scaling_factor_and_gate(trained):
+    _, work, record = trained
+    vae = S.load_vae(work)
+    assert vae.config.scaling_factor == pytest.approx(record["vae"]["scaling_factor"])
+    assert record["vae"]["gate"] and set(d.ATTRIBUTES) <= set(record["vae"]["gate"][-1])
+
+
+def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
+    cfg, work, _ = trained
+    for name in ("tokenizer", "clip", "vae"):
+        (tmp_path / name).symlink_to(work / name)
+    cfg = cfg.with_overrides(unet_steps=6, checkpoint_every=3)
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    S.train_unet(cfg, tmp_path, data)
+    straight = {k: v.clone() for k, v in S.load_unet(tmp_path).state_dict().items()}
+    assert S.latest_checkpoint(tmp_path, "unet").name == "step-0000003.pt"
+    S.train_unet(cfg, tmp_path, data, resume=True)  # continues 3 -> 6 from the checkpoint
+    resumed = S.load_unet(tmp_path).state_dict()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], msg=k)
+
+
+def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPModel
+
+    _, work, _ = trained
+    out = work / "pipeline"
+    pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.safety_checker is None
+    image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+    assert CLIPModel.from_pretrained(out / "clip") is not None
+    preview = json.loads((out / "latent_preview.json").read_text())
+    assert np.array(preview["matrix"]).shape == (4, 3) and len(preview["bias"]) == 3
+    assert preview["output_range"] == "-1..1"
+
+
+def _write_folder(root: Path, as_jsonl: bool) -> Path:
+    root.mkdir()
+    images, specs = d.generate(4, seed=21)
+    records = []
+    for i, (image, spec) in enumerate(zip(images, specs)):
+        Image.fromarray(image).resize((80, 64)).save(root / f"img{i}.png")
+        text = d.caption(spec.attributes())
+        if as_jsonl:
+            records.append(json.dumps({"file_name": f"img{i}.png", "text": text}))
+        else:
+            (root / f"img{i}.txt").write_text(text)
+    if as_jsonl:
+        (root / "metadata.jsonl").write_text("\n".join(records) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("as_jsonl", [False, True])
+def test_user_folder_reads_txt_captions_or_metadata_jsonl(tmp_path, as_jsonl):
+    root = _write_folder(tmp_path / "data", as_jsonl)
+    pairs = read_folder(root)
+    assert len(pairs) == 4 and all(text.startswith("a ") for _, text in pairs)
+    data = FolderData(root, 32)
+    images, captions = data.batch(np.random.default_rng(0), 3, p_empty=0.0)
+    assert images.shape == (3, 32, 32, 3) and all(captions)
+
+
+def test_finetuning_a_pipeline_unet_on_a_user_folder_runs_and_saves(trained, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    _, work, _ = trained
+    root = _write_folder(tmp_path / "data", as_jsonl=False)
+    out = tmp_path / "finetuned"
+    before = StableDiffusionPipeline.from_pretrained(work / "pipeline", torch_dtype=torch.float32).unet.state_dict()
+    main(["--finetune", str(work / "pipeline"), "--data", str(root), "--output", str(out), "--work-dir", str(tmp_path / "ft"), "--steps", "4", "--batch-size", "2", "--lr", "1e-3", "--checkpoint-every", "2"])
+    after = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    assert any(not torch.equal(before[k], v) for k, v in after.unet.state_dict().items())
+    assert (tmp_path / "ft" / "checkpoints" / "finetune" / "step-0000002.pt").exists()
+    image = after("a red circle", num_inference_steps=2, output_type="np").images[0]
+    assert np.isfinite(image).all()
+
+
+def test_cli_runs_chosen_stages_on_a_user_folder(tmp_path):
+    root = _write_folder(tmp_path / "data", as_jsonl=True)
+    work = tmp_path / "work"
+    main(["--preset", "tiny", "--data", str(root), "--work-dir", str(work), "--stages", "tokenizer,clip", "--clip-steps", "3", "--threads", "0"])
+    assert (work / "tokenizer" / "tokenizer.json").exists() and (work / "clip" / "config.json").exists()
+    assert not (work / "vae").exists()
