@@ -164,7 +164,11 @@ def fit_latent_preview(vae, *, count: int = 12, size: int | None = None, seed: i
     x = scaled.permute(0, 2, 3, 1).reshape(-1, channels).cpu().double()
     y = target.permute(0, 2, 3, 1).reshape(-1, 3).cpu().double()
     design = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y).solution  # (channels + 1, 3)
+    # A whisper of ridge regularisation keeps the factors finite when some latent channel is
+    # (nearly) a combination of others, as in an untrained or degenerate VAE.
+    gram = design.T @ design
+    ridge = 1e-8 * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    solution = torch.linalg.solve(gram + ridge, design.T @ y)  # (channels + 1, 3)
     return LatentPreview(solution[:channels].float(), solution[channels].float(), "fitted")
 
 

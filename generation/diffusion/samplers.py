@@ -34,12 +34,23 @@ class SamplerSpec:
 
     def build(self, scheduler_config: Mapping[str, Any]):
         """A new diffusers scheduler of this kind, configured from ``scheduler_config``."""
-        import diffusers
-
-        cls = getattr(diffusers, self.scheduler_class)
-        return cls.from_config(dict(scheduler_config), **dict(self.overrides))
+        return scheduler_class(self.scheduler_class).from_config(dict(scheduler_config), **dict(self.overrides))
 
     __call__ = build
+
+
+def scheduler_class(name: str):
+    """The diffusers scheduler class ``name``; LMS comes from :mod:`.lms` when scipy is missing."""
+    import diffusers
+
+    cls = getattr(diffusers, name)
+    if cls.__module__.startswith("diffusers.utils.dummy"):  # a placeholder for a missing backend
+        if name == "LMSDiscreteScheduler":
+            from .lms import LMSDiscreteScheduler
+
+            return LMSDiscreteScheduler
+        cls()  # raises diffusers' ImportError naming the missing package
+    return cls
 
 
 def _torchsde_available() -> bool:
@@ -54,7 +65,9 @@ _SPECS: list[SamplerSpec] = [
     SamplerSpec("Euler", "EulerDiscreteScheduler", _NO_KARRAS, aliases=("k_euler", "euler")),
     SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, stochastic=True,
                 aliases=("k_euler_a", "k_euler_ancestral", "euler_ancestral", "euler_a")),
-    SamplerSpec("DDIM", "DDIMScheduler", {}, uses_eta=True, aliases=("ddim",)),
+    # clip_sample clamps x0 to [-1, 1], right for pixel-space DDPMs and wrong for SD latents; a
+    # config written for another scheduler (PNDM, Euler) lacks the key and DDIM defaults it on.
+    SamplerSpec("DDIM", "DDIMScheduler", {"clip_sample": False}, uses_eta=True, aliases=("ddim",)),
     SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {**_DPMPP, **_NO_KARRAS},
                 aliases=("k_dpmpp_2m", "dpmpp_2m")),
     SamplerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_DPMPP, **_KARRAS},

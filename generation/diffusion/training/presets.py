@@ -19,19 +19,19 @@ class TrainConfig:
     clip_heads: int = 4
     clip_patch: int = 8
     clip_projection: int = 128
-    clip_steps: int = 250
-    clip_batch: int = 96
+    clip_steps: int = 160
+    clip_batch: int = 64
     clip_lr: float = 5e-4
 
     # VAE (x4 down -> 16x16x4 latents)
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_layers: int = 1
     vae_latent_channels: int = 4
-    vae_steps: int = 500
+    vae_steps: int = 400
     vae_extra_steps: int = 300  # granted (once per chunk) while the reconstruction gate fails
     vae_max_steps: int = 1100
-    vae_batch: int = 32
-    vae_lr: float = 1e-3
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_gate: float = 0.99
     vae_gate_images: int = 400
@@ -44,7 +44,7 @@ class TrainConfig:
     unet_layers: int = 1
     unet_head_dim: int = 32
     unet_steps: int = 1500
-    unet_batch: int = 64
+    unet_batch: int = 48
     unet_lr: float = 5e-4
     unet_ema: float = 0.999
     unet_latent_bank: int = 12000  # dataset images encoded once; latents sampled from their posteriors
@@ -53,8 +53,8 @@ class TrainConfig:
     unet_bf16: bool = False
 
     # bookkeeping
-    checkpoint_every: int = 200
-    sample_every: int = 500
+    checkpoint_every: int = 100
+    sample_every: int = 400
     log_every: int = 20
     num_train_timesteps: int = 1000
 

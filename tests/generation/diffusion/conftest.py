@@ -7,6 +7,18 @@ import pytest
 from .tiny import TINY_IMAGE_SIZE, build_tiny_pipeline
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine OpenMP
+    threads spinning against other processes made steps several times slower (measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny StableDiffusionPipeline directory with a CLIP model in clip/."""

@@ -1,0 +1,116 @@
+"""Loading models, and choosing device and precision."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from generation.diffusion import ModelLoadError, choose_device_and_dtype, load_pipeline
+
+
+def test_a_model_loads_from_a_saved_directory(tiny_model_dir, engine_model):
+    model = engine_model
+    assert model.pipeline_class == "StableDiffusionPipeline"
+    assert model.name == tiny_model_dir.name and model.source == str(tiny_model_dir)
+    assert model.family == "custom"  # not an SD1.x-sized UNet
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    assert len(model.content_hash) == 64 and model.short_hash == model.content_hash[:10]
+    assert model.clip is not None and model.clip.image_size == 32  # clip/ picked up by convention
+    assert model.limits.default_width == 32 and model.limits.has_clip
+    assert model.nbytes > 0 and model.load_seconds > 0
+    assert model.scheduler_config["_class_name"] == "PNDMScheduler"
+
+
+def test_the_safety_checker_is_not_loaded(engine_model):
+    assert engine_model.pipeline.safety_checker is None
+
+
+def test_the_content_hash_follows_the_weights(tiny_model_dir, tmp_path, engine_model):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    assert load_pipeline(str(copy), dtype="fp32").content_hash == engine_model.content_hash
+    config = copy / "unet" / "config.json"
+    config.write_text(config.read_text().replace('"layers_per_block": 1', '"layers_per_block":1'))
+    assert load_pipeline(str(copy), dtype="fp32").content_hash != engine_model.content_hash
+
+
+def test_latent_preview_json_next_to_the_model_is_used(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "with-preview")
+    factors = {"matrix": [[0.1, 0.2, 0.3]] * 4, "bias": [0.0, 0.1, 0.2]}
+    (copy / "latent_preview.json").write_text(json.dumps(factors))
+    model = load_pipeline(str(copy), dtype="fp32", clip_source=False)
+    assert model.latent_preview().source.startswith("file:")
+    loaded = model.latent_preview()
+    assert torch.allclose(loaded.matrix, torch.tensor(factors["matrix"]))
+    assert torch.allclose(loaded.bias, torch.tensor(factors["bias"]))
+
+
+def test_an_unreachable_hub_id_fails_with_a_clear_error():
+    with pytest.raises(ModelLoadError) as caught:
+        load_pipeline("ldmsite-tests/no-such-model", local_files_only=True)
+    message = str(caught.value)
+    assert "ldmsite-tests/no-such-model" in message
+    assert "Hugging Face Hub" in message and "local diffusers directory" in message
+    assert caught.value.source == "ldmsite-tests/no-such-model"
+
+
+def test_a_network_failure_becomes_the_same_clear_error(monkeypatch):
+    import diffusers
+
+    def unreachable(*args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "download", unreachable)
+    with pytest.raises(ModelLoadError, match="could not reach the Hugging Face Hub.*ldmsite-tests/offline") as caught:
+        load_pipeline("ldmsite-tests/offline")
+    assert "hf download ldmsite-tests/offline" in str(caught.value)
+
+
+def test_a_missing_directory_fails_with_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_pipeline(str(tmp_path / "nowhere"))
+
+
+def test_a_directory_that_is_not_a_diffusers_pipeline_is_explained(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_missing_weights_are_reported_not_raised_raw(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "broken")
+    for weights in (copy / "unet").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match="missing or incomplete"):
+        load_pipeline(str(copy), dtype="fp32")
+
+
+def test_unsupported_pipeline_classes_are_named(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelLoadError, match="FluxPipeline"):
+        load_pipeline(str(tmp_path))
+
+
+def test_precision_settings_map_to_dtypes_and_are_explained():
+    assert choose_device_and_dtype("fp32", "cpu").dtype == torch.float32
+    assert choose_device_and_dtype("bf16", "cpu").dtype == torch.bfloat16
+    assert choose_device_and_dtype("fp16", "cpu").dtype == torch.float16
+    with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
+        choose_device_and_dtype("int8")
+    metadata = choose_device_and_dtype("fp32", "cpu").to_dict()
+    assert metadata["dtype"] == "fp32" and metadata["device"] == "cpu" and metadata["precision_reason"]
+
+
+def test_auto_precision_on_cpu_uses_bf16_only_with_hardware_bf16(monkeypatch):
+    from generation.diffusion import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    chosen = precision.choose_device_and_dtype("auto", "cpu")
+    assert chosen.dtype == torch.bfloat16 and "amx_bf16" in chosen.reason
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
+    assert precision.choose_device_and_dtype("auto", "cpu").dtype == torch.float32
+
+
+def test_a_model_loads_in_bf16_when_asked(tiny_model_dir):
+    model = load_pipeline(str(tiny_model_dir), dtype="bf16", clip_source=False)
+    assert model.pipeline.unet.dtype == torch.bfloat16 and model.precision.setting == "bf16"
