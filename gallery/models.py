@@ -17,6 +17,19 @@ class ImageQuerySet(models.QuerySet):
     def owned_by(self, user):
         return self.filter(owner=user)
 
+    def public(self):
+        """What Explore and profile pages may show: public and not hidden by moderators."""
+        return self.filter(visibility=Image.Visibility.PUBLIC, hidden=False)
+
+    def visible_to(self, user):
+        """Everything `user` may open: their own, staff everything, others' public/unlisted unhidden."""
+        if user.is_authenticated and user.is_staff:
+            return self
+        shared = models.Q(visibility__in=[Image.Visibility.PUBLIC, Image.Visibility.UNLISTED], hidden=False)
+        if user.is_authenticated:
+            return self.filter(shared | models.Q(owner=user))
+        return self.filter(shared)
+
 
 class Image(models.Model):
     """A generated image: the PNG with its parameters embedded, a thumbnail, and provenance."""
@@ -52,6 +65,8 @@ class Image(models.Model):
     saved = models.BooleanField(default=False)
     hidden = models.BooleanField(default=False, help_text="Hidden by moderators")
     hidden_reason = models.TextField(blank=True)
+    like_count = models.PositiveIntegerField(default=0, help_text="Kept in step with Like rows")
+    published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     objects = ImageQuerySet.as_manager()
@@ -61,6 +76,13 @@ class Image(models.Model):
         constraints = [
             # A job retried after a crash must not store its images twice.
             models.UniqueConstraint(fields=["generation", "index"], name="one_image_per_job_index"),
+        ]
+        indexes = [
+            models.Index(fields=["visibility", "hidden", "-created_at", "-id"], name="explore_newest"),
+            models.Index(fields=["visibility", "hidden", "-like_count", "-created_at", "-id"],
+                         name="explore_most_liked"),
+            models.Index(fields=["owner", "-created_at", "-id"], name="history"),
+            models.Index(fields=["saved", "created_at"], name="purge_unsaved"),
         ]
 
     def __str__(self):
@@ -99,3 +121,88 @@ def delete_image_files(sender, instance: Image, **kwargs):
             storage.delete(name)
 
     transaction.on_commit(remove)
+
+
+class Album(models.Model):
+    """A person's named, ordered selection of their images."""
+
+    Visibility = Image.Visibility
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="albums")
+    title = models.CharField(max_length=120)
+    description = models.TextField(blank=True, max_length=5000)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    cover = models.ForeignKey(Image, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    images = models.ManyToManyField(Image, through="AlbumItem", related_name="albums")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self):
+        return self.title
+
+    def get_absolute_url(self):
+        return reverse("gallery:album", args=[self.pk])
+
+    def can_view(self, user) -> bool:
+        if user.is_authenticated and (user.pk == self.owner_id or user.is_staff):
+            return True
+        return self.visibility != self.Visibility.PRIVATE
+
+    def can_edit(self, user) -> bool:
+        return user.is_authenticated and user.pk == self.owner_id
+
+
+class AlbumItem(models.Model):
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="album_items")
+    position = models.PositiveIntegerField(default=0)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["album", "image"], name="image_once_per_album")]
+
+
+class Like(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="likes")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="likes")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "image"], name="one_like_per_person")]
+
+
+class Report(models.Model):
+    """Someone flags an image for staff to review."""
+
+    class Reason(models.TextChoices):
+        SEXUAL = "sexual", "Sexual content"
+        VIOLENCE = "violence", "Violence"
+        HATE = "hate", "Hate"
+        HARASSMENT = "harassment", "Harassment"
+        SPAM = "spam", "Spam"
+        COPYRIGHT = "copyright", "Copyright"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DISMISSED = "dismissed", "Dismissed"
+        ACTIONED = "actioned", "Actioned"
+
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="reports")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    text = models.TextField(blank=True, max_length=2000)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["reporter", "image"], condition=models.Q(status="open"),
+                                    name="one_open_report_per_person_per_image"),
+        ]

@@ -1,12 +1,19 @@
 """Gallery logic shared by pages, the API and workers."""
 
+import base64
+import binascii
 import io
+import json
+from datetime import timedelta
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from gallery.models import Image, unguessable_name
+from gallery.models import Album, AlbumItem, Image, Like, Report, unguessable_name
 from generation.diffusion import write_png
 
 THUMBNAIL_SIZE = 256
@@ -53,3 +60,229 @@ def store_generated_image(generation, index: int, picture, metadata: dict, param
         default_storage.delete(file_name)
         default_storage.delete(thumb_name)
         return Image.objects.get(generation=generation, index=index)
+
+
+# --- Owner actions ------------------------------------------------------------------
+
+class GalleryError(Exception):
+    """A refused gallery action; `errors` maps field names to messages."""
+
+    def __init__(self, errors: dict[str, str], status: int = 400):
+        self.errors = errors
+        self.status = status
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def check_visibility(value: str) -> str:
+    if value not in Image.Visibility.values:
+        raise GalleryError({"visibility": f"must be one of: {', '.join(Image.Visibility.values)}"})
+    return value
+
+
+def set_image_visibility(image: Image, visibility: str) -> Image:
+    image.visibility = check_visibility(visibility)
+    if visibility != Image.Visibility.PRIVATE:
+        image.saved = True  # publishing keeps an image: it must not be purged from under its viewers
+        image.published_at = image.published_at or timezone.now()
+    image.save(update_fields=["visibility", "saved", "published_at"])
+    return image
+
+
+def set_saved(image: Image, saved: bool) -> Image:
+    image.saved = bool(saved)
+    image.save(update_fields=["saved"])
+    return image
+
+
+def like_image(user, image: Image) -> bool:
+    """Like once; a second like changes nothing. Returns whether a like was added."""
+    with transaction.atomic():
+        _, created = Like.objects.get_or_create(user=user, image=image)
+        if created:
+            Image.objects.filter(pk=image.pk).update(like_count=F("like_count") + 1)
+    return created
+
+
+def unlike_image(user, image: Image) -> bool:
+    with transaction.atomic():
+        deleted, _ = Like.objects.filter(user=user, image=image).delete()
+        if deleted:
+            Image.objects.filter(pk=image.pk, like_count__gt=0).update(like_count=F("like_count") - 1)
+    return bool(deleted)
+
+
+def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
+    if reason not in Report.Reason.values:
+        raise GalleryError({"reason": f"must be one of: {', '.join(Report.Reason.values)}"})
+    if len(text) > 2000:
+        raise GalleryError({"text": "must be at most 2000 characters"})
+    if image.owner_id == reporter.pk:
+        raise GalleryError({"image": "you cannot report your own image"})
+    try:
+        with transaction.atomic():
+            return Report.objects.create(reporter=reporter, image=image, reason=reason, text=text.strip())
+    except IntegrityError:
+        raise GalleryError({"image": "you have already reported this image; staff will review it"}, 409) from None
+
+
+# --- Albums -----------------------------------------------------------------------------
+
+def create_album(owner, title: str, description: str = "", visibility: str = "private") -> Album:
+    title = (title or "").strip()
+    if not title or len(title) > 120:
+        raise GalleryError({"title": "is required: 1 to 120 characters"})
+    return Album.objects.create(owner=owner, title=title, description=(description or "").strip()[:5000],
+                                visibility=check_visibility(visibility))
+
+
+def update_album(album: Album, *, title: str | None = None, description: str | None = None,
+                 visibility: str | None = None, cover: Image | None | bool = False) -> Album:
+    if title is not None:
+        title = title.strip()
+        if not title or len(title) > 120:
+            raise GalleryError({"title": "is required: 1 to 120 characters"})
+        album.title = title
+    if description is not None:
+        album.description = description.strip()[:5000]
+    if cover is not False:
+        if cover is not None and not album.items.filter(image=cover).exists():
+            raise GalleryError({"cover": "must be an image in this album"})
+        album.cover = cover
+    album.save()
+    if visibility is not None:
+        publish_album(album, visibility)
+    return album
+
+
+def publish_album(album: Album, visibility: str) -> Album:
+    """Set the album's visibility; publishing it also shares its private images the same way,
+    so everyone who can open the album sees what is in it."""
+    album.visibility = check_visibility(visibility)
+    album.save(update_fields=["visibility", "updated_at"])
+    if visibility != Image.Visibility.PRIVATE:
+        private = Image.objects.filter(album_items__album=album, visibility=Image.Visibility.PRIVATE)
+        private.update(visibility=visibility, saved=True, published_at=timezone.now())
+    return album
+
+
+def add_to_album(album: Album, images) -> int:
+    """Add the owner's images (others' are ignored); returns how many were added."""
+    images = [image for image in images if image.owner_id == album.owner_id]
+    with transaction.atomic():
+        existing = set(album.items.values_list("image_id", flat=True))
+        position = (album.items.aggregate(m=Max("position"))["m"] or 0) + 1
+        new = []
+        for image in images:
+            if image.pk not in existing:
+                new.append(AlbumItem(album=album, image=image, position=position))
+                existing.add(image.pk)
+                position += 1
+        AlbumItem.objects.bulk_create(new)
+        Image.objects.filter(pk__in=[item.image_id for item in new]).update(saved=True)
+        if album.cover_id is None and new:
+            album.cover_id = new[0].image_id
+        album.save()
+        if album.visibility != Image.Visibility.PRIVATE:
+            publish_album(album, album.visibility)
+    return len(new)
+
+
+def remove_from_album(album: Album, image_ids) -> int:
+    with transaction.atomic():
+        removed, _ = album.items.filter(image_id__in=list(image_ids)).delete()
+        if album.cover_id in set(image_ids):
+            first = album.items.first()
+            album.cover_id = first.image_id if first else None
+        album.save()
+    return removed
+
+
+def reorder_album(album: Album, image_ids) -> None:
+    """Put the album's images in the given order; images not named keep their order after them."""
+    image_ids = [int(i) for i in image_ids]
+    items = {item.image_id: item for item in album.items.all()}
+    unknown = [i for i in image_ids if i not in items]
+    if unknown:
+        raise GalleryError({"order": f"images not in this album: {unknown}"})
+    ordered = image_ids + [i for i in items if i not in image_ids]
+    for position, image_id in enumerate(ordered, start=1):
+        items[image_id].position = position
+    AlbumItem.objects.bulk_update(items.values(), ["position"])
+    album.save(update_fields=["updated_at"])
+
+
+# --- Explore and search -------------------------------------------------------------------
+
+EXPLORE_ORDERS = ("newest", "most_liked")
+
+
+def encode_cursor(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, length: int) -> list | None:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(values, list) or len(values) != length:
+        return None
+    return values
+
+
+def search_images(queryset, query: str = "", model_slug: str = ""):
+    """Every word of `query` must appear in the prompt (case-insensitive)."""
+    for word in query.split()[:10]:
+        queryset = queryset.filter(prompt__icontains=word[:100])
+    if model_slug:
+        queryset = queryset.filter(model__slug=model_slug)
+    return queryset
+
+
+def explore(order: str = "newest", query: str = "", model_slug: str = "", cursor: str = "", limit: int = 24):
+    """One page of public images and the cursor of the next page (None at the end).
+
+    Keyset (cursor) pagination: the cost of a page does not grow with how deep it is.
+    """
+    if order not in EXPLORE_ORDERS:
+        order = "newest"
+    images = search_images(Image.objects.public(), query, model_slug).select_related("owner", "model")
+    if order == "most_liked":
+        images = images.order_by("-like_count", "-created_at", "-id")
+        position = decode_cursor(cursor, 3) if cursor else None
+        if position:
+            likes, created, pk = position
+            created = parse_datetime(str(created))
+            if created is not None:
+                images = images.filter(
+                    Q(like_count__lt=likes) | Q(like_count=likes, created_at__lt=created)
+                    | Q(like_count=likes, created_at=created, id__lt=pk))
+    else:
+        images = images.order_by("-created_at", "-id")
+        position = decode_cursor(cursor, 2) if cursor else None
+        if position:
+            created, pk = position
+            created = parse_datetime(str(created))
+            if created is not None:
+                images = images.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
+    page = list(images[: limit + 1])
+    next_cursor = None
+    if len(page) > limit:
+        page = page[:limit]
+        last = page[-1]
+        key = [last.created_at.isoformat(), last.pk]
+        next_cursor = encode_cursor([last.like_count, *key] if order == "most_liked" else key)
+    return page, next_cursor
+
+
+# --- Retention ------------------------------------------------------------------------------
+
+def purge_unsaved(older_than_days: int) -> int:
+    """Delete unsaved, private images older than the retention period (their files go too)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    stale = Image.objects.filter(saved=False, visibility=Image.Visibility.PRIVATE, created_at__lt=cutoff)
+    count = 0
+    for image in stale.iterator(chunk_size=500):
+        image.delete()
+        count += 1
+    return count

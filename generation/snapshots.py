@@ -25,6 +25,7 @@ def job_snapshot(job: Generation) -> dict:
         "num_images": params.get("num_images", 1),
         "created_at": job.created_at.isoformat(),
         "error": job.error_message or None,
+        "timings": job.metadata.get("timings") if job.is_final else None,
         "images": [image_summary(image) for image in job.images.all()] if job.status == "succeeded" else [],
         "url": reverse("generation:detail", args=[job.pk]),
         "cancel_url": reverse("generation:cancel", args=[job.pk]),

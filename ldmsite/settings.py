@@ -29,6 +29,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
     "django_dramatiq",
     "axes",
     "ldmsite.accounts",
@@ -189,4 +191,16 @@ LOGGING = {
         name: {"handlers": ["console"], "level": CONFIG["LDM_LOG_LEVEL"].upper(), "propagate": False}
         for name in ("ldmsite", "generation", "gallery")
     },
+}
+
+# --- REST API (see ldmsite/api_urls.py and docs/API.md) ------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ldmsite API",
+    "DESCRIPTION": "Text-to-image generation, galleries and moderation. Authenticate with a personal access "
+                   "token: `Authorization: Bearer <token>`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }

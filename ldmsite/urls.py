@@ -12,5 +12,6 @@ urlpatterns = [
     path("accounts/", include("ldmsite.accounts.urls")),
     path("", include("generation.urls")),
     path("", include("gallery.urls")),
+    path("", include("ldmsite.api_urls")),
     path("admin/", admin.site.urls),
 ]

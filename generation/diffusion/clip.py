@@ -121,31 +121,40 @@ def spherical_dist_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).norm(dim=-1).div(2).arcsin().pow(2).mul(2)
 
 
-def make_cutouts(pixels: torch.Tensor, count: int, cut_size: int, generator: torch.Generator,
-                 cut_power: float = 1.0) -> torch.Tensor:
+def make_cutouts(pixels: torch.Tensor, count: int, cut_size: int,
+                 generators: torch.Generator | Sequence[torch.Generator], cut_power: float = 1.0) -> torch.Tensor:
     """``count`` random square crops of every image, each resized to ``cut_size``.
 
     Returns (count * B, 3, cut_size, cut_size), cutout-major like the community pipeline's
-    ``MakeCutouts``; crop sizes are drawn between min(side, cut_size) and the full side.
+    ``MakeCutouts``; crop sizes are drawn between min(side, cut_size) and the full side. With one
+    generator per image, image k's crops do not depend on the rest of the batch, so a guided
+    image reproduces on its own from its seed.
     """
+    if isinstance(generators, torch.Generator):
+        generators = [generators] * pixels.shape[0]
     side_y, side_x = pixels.shape[2:4]
     max_size = min(side_x, side_y)
     min_size = min(side_x, side_y, cut_size)
-    cutouts = []
-    for _ in range(count):
-        size = int(float(torch.rand([], generator=generator)) ** cut_power * (max_size - min_size) + min_size)
-        offset_x = int(torch.randint(0, side_x - size + 1, (), generator=generator))
-        offset_y = int(torch.randint(0, side_y - size + 1, (), generator=generator))
-        cutout = pixels[:, :, offset_y:offset_y + size, offset_x:offset_x + size]
-        if size >= cut_size:
-            cutouts.append(F.adaptive_avg_pool2d(cutout, cut_size))
-        else:
-            cutouts.append(F.interpolate(cutout, size=(cut_size, cut_size), mode="bilinear", align_corners=False))
-    return torch.cat(cutouts)
+    per_image = []
+    for index, generator in enumerate(generators):
+        image = pixels[index:index + 1]
+        crops = []
+        for _ in range(count):
+            size = int(float(torch.rand([], generator=generator)) ** cut_power * (max_size - min_size) + min_size)
+            offset_x = int(torch.randint(0, side_x - size + 1, (), generator=generator))
+            offset_y = int(torch.randint(0, side_y - size + 1, (), generator=generator))
+            crop = image[:, :, offset_y:offset_y + size, offset_x:offset_x + size]
+            if size >= cut_size:
+                crops.append(F.adaptive_avg_pool2d(crop, cut_size))
+            else:
+                crops.append(F.interpolate(crop, size=(cut_size, cut_size), mode="bilinear", align_corners=False))
+        per_image.append(torch.cat(crops))  # (count, 3, S, S)
+    return torch.stack(per_image, dim=1).reshape(-1, pixels.shape[1], cut_size, cut_size)
 
 
 def clip_guidance_gradient(vae, clip: ClipBundle, x0: torch.Tensor, text_embedding: torch.Tensor, *,
-                           scale: float, cutouts: int, generator: torch.Generator) -> torch.Tensor:
+                           scale: float, cutouts: int,
+                           generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
     """Gradient of ``scale * spherical_distance(CLIP(decode(x0)), text)`` with respect to x0.
 
     ``x0`` are the scaled clean latents (B, C, h, w). The loss is summed over images and
@@ -157,7 +166,7 @@ def clip_guidance_gradient(vae, clip: ClipBundle, x0: torch.Tensor, text_embeddi
         shift = vae.config.get("shift_factor", None) or 0.0
         image = vae.decode(x0 / scaling + shift).sample
         image = (image.float() / 2 + 0.5).clamp(0, 1)
-        crops = make_cutouts(image.to(clip.device), cutouts, clip.image_size, generator)
+        crops = make_cutouts(image.to(clip.device), cutouts, clip.image_size, generators)
         embeddings = clip.image_embeddings(crops)
         distances = spherical_dist_loss(embeddings, text_embedding.to(embeddings.device))
         loss = distances.view(cutouts, x0.shape[0]).mean(0).sum() * scale
@@ -169,11 +178,13 @@ def guided_model_output(model_output: torch.Tensor, gradient: torch.Tensor, sigm
                         prediction_type: str) -> torch.Tensor:
     """Move the model output so that the scheduler's x0 estimate becomes x0 - sigma^2 * gradient.
 
-    Both VP schedulers (DDIM, DPM-Solver, UniPC, PNDM: x0 = sqrt(1+s^2) x - s eps) and the
-    VE/k-diffusion ones (Euler, LMS, Heun: x0 = x - s eps) give d x0 / d eps = -sigma, so
-    eps += sigma * grad. For v-prediction, v = (eps - sqrt(abar) ... ) gives d x0 / d v =
-    -sigma / sqrt(1 + sigma^2), hence v += sigma * sqrt(1 + sigma^2) * grad. ``sigma`` is the
-    noise level in k-diffusion units, sqrt((1 - alpha_bar) / alpha_bar).
+    ``sigma`` is the noise level in k-diffusion units, sqrt((1 - alpha_bar) / alpha_bar). VP
+    schedulers (DDIM, DPM-Solver, UniPC, PNDM: x0 = sqrt(1 + sigma^2) x - sigma eps) and the
+    VE / k-diffusion ones (Euler, LMS, Heun: x0 = x - sigma eps) both have d x0 / d eps = -sigma,
+    so eps += sigma * grad. A v-prediction model has d x0 / d v = -sigma / sqrt(1 + sigma^2),
+    so v += sigma * sqrt(1 + sigma^2) * grad; a sample-prediction model is moved directly.
+    This is the community pipeline's update (eps - sqrt(1 - alpha_bar) * grad_xt for DDIM-like
+    schedulers, latents + sigma^2 * grad for LMS) with grad_xt = grad_x0 * d x0 / d x_t.
     """
     if prediction_type == "epsilon":
         delta = sigma * gradient

@@ -181,8 +181,9 @@ class _ClipGuidance:
         self.model = model
         self.request = request
         self.text_embedding = model.clip.text_embeddings([request.prompt])
-        # Cutout positions come from their own generator so a guided job is reproducible too.
-        self.generator = torch.Generator("cpu").manual_seed(request.seed)
+        # Cutout positions come from per-image generators (seed + k, like the noise), so a guided
+        # image also reproduces on its own.
+        self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
         self.indices: list[int] | None = None
         self.done: list[int] = []
 
@@ -197,7 +198,7 @@ class _ClipGuidance:
     def gradient(self, x0: torch.Tensor) -> torch.Tensor:
         return clip_guidance_gradient(self.model.pipeline.vae, self.model.clip, x0, self.text_embedding,
                                       scale=self.request.clip_guidance_scale, cutouts=self.request.clip_cutouts,
-                                      generator=self.generator)
+                                      generators=self.generators)
 
 
 def job_pipeline(pipeline, scheduler):

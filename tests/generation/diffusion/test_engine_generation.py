@@ -231,6 +231,16 @@ def test_clip_guidance_works_with_the_deterministic_samplers(engine_model, make_
     assert guided.clip_scores[0] > plain.clip_scores[0]
 
 
+def test_each_image_gets_its_own_cutouts_so_a_guided_image_reproduces_alone():
+    from generation.diffusion.clip import make_cutouts
+
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    batch = make_cutouts(images, 3, 16, [torch.Generator().manual_seed(s) for s in (5, 6)])
+    alone = make_cutouts(images[1:], 3, 16, [torch.Generator().manual_seed(6)])
+    assert batch.shape == (6, 3, 16, 16)
+    assert torch.equal(batch.view(3, 2, 3, 16, 16)[:, 1], alone)
+
+
 def test_guided_steps_follow_every_n_inside_the_window(make_request):
     from generation.diffusion import guided_step_indices
 
