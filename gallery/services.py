@@ -211,6 +211,17 @@ def reorder_album(album: Album, image_ids) -> None:
     album.save(update_fields=["updated_at"])
 
 
+def move_in_album(album: Album, image_id: int, offset: int) -> None:
+    """Move one image earlier (-1) or later (+1) in the album."""
+    order = list(album.items.values_list("image_id", flat=True))
+    if image_id not in order:
+        raise GalleryError({"image": "is not in this album"})
+    index = order.index(image_id)
+    target = min(max(index + offset, 0), len(order) - 1)
+    order.insert(target, order.pop(index))
+    reorder_album(album, order)
+
+
 # --- Explore and search -------------------------------------------------------------------
 
 EXPLORE_ORDERS = ("newest", "most_liked")

@@ -1,15 +1,37 @@
+"""Gallery pages: history, image pages and their actions, albums, explore, profiles, media.
+
+Thin views: permission rules live on the models (`can_view`, `can_edit`,
+`visible_to`), actions in `gallery.services`.
+"""
+
 import mimetypes
 
+from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from gallery.models import Image
+from gallery import services
+from gallery.models import Album, Image, Report
+from generation.models import DiffusionModel
 
 HISTORY_PAGE_SIZE = 24
+EXPLORE_PAGE_SIZE = 24
+
+
+def wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def back(request, fallback):
+    next_url = request.POST.get("next", "")
+    if next_url and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        return redirect(next_url)
+    return redirect(fallback)
 
 
 def visible_image(request, pk) -> Image:
@@ -20,16 +42,58 @@ def visible_image(request, pk) -> Image:
     return image
 
 
+def own_image(request, pk) -> Image:
+    image = visible_image(request, pk)
+    if not image.can_edit(request.user):
+        raise Http404("No such image")  # staff may view but not edit someone's image here
+    return image
+
+
+def visible_album(request, pk) -> Album:
+    album = Album.objects.select_related("owner").filter(pk=pk).first()
+    if album is None or not album.can_view(request.user):
+        raise Http404("No such album")
+    return album
+
+
+def own_album(request, pk) -> Album:
+    album = visible_album(request, pk)
+    if not album.can_edit(request.user):
+        raise Http404("No such album")
+    return album
+
+
+def show_error(request, error: services.GalleryError):
+    for field, message in error.errors.items():
+        messages.error(request, f"{field.capitalize()}: {message}")
+
+
+# --- History and image pages ---------------------------------------------------------
+
 @login_required
 def history(request):
     images = Image.objects.filter(owner=request.user).select_related("model")
+    if request.GET.get("saved") == "1":
+        images = images.filter(saved=True)
     page = Paginator(images, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "gallery/history.html", {"page": page})
+    albums = Album.objects.filter(owner=request.user).only("pk", "title")
+    return render(request, "gallery/history.html", {"page": page, "albums": albums,
+                                                    "saved_only": request.GET.get("saved") == "1"})
 
 
 def image_page(request, pk):
     image = visible_image(request, pk)
-    return render(request, "gallery/image.html", {"image": image, "can_edit": image.can_edit(request.user)})
+    user = request.user
+    context = {
+        "image": image,
+        "can_edit": image.can_edit(user),
+        "liked": user.is_authenticated and image.likes.filter(user=user).exists(),
+        "albums": Album.objects.filter(owner=user).only("pk", "title") if image.can_edit(user) else [],
+        "report_reasons": Report.Reason.choices,
+        "can_report": user.is_authenticated and user.pk != image.owner_id,
+        "visibilities": Image.Visibility.choices,
+    }
+    return render(request, "gallery/image.html", context)
 
 
 def serve(stored, download_name: str | None = None) -> FileResponse:
@@ -55,14 +119,163 @@ def image_thumbnail(request, pk):
 @login_required
 @require_POST
 def save_image(request, pk):
-    image = visible_image(request, pk)
-    if not image.can_edit(request.user):
-        raise Http404("No such image")
-    image.saved = request.POST.get("saved", "true") != "false"
-    image.save(update_fields=["saved"])
-    if "application/json" in request.headers.get("Accept", ""):
+    image = services.set_saved(own_image(request, pk), request.POST.get("saved", "true") != "false")
+    if wants_json(request):
         return JsonResponse({"id": image.pk, "saved": image.saved})
-    next_url = request.POST.get("next", "")
-    if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        return redirect(next_url)
-    return redirect(image)
+    return back(request, image)
+
+
+@login_required
+@require_POST
+def set_visibility(request, pk):
+    image = own_image(request, pk)
+    try:
+        services.set_image_visibility(image, request.POST.get("visibility", ""))
+    except services.GalleryError as error:
+        show_error(request, error)
+    else:
+        messages.success(request, f"The image is now {image.get_visibility_display().lower()}.")
+    return back(request, image)
+
+
+@login_required
+@require_POST
+def delete_image(request, pk):
+    image = own_image(request, pk)
+    image.delete()
+    messages.success(request, "Image deleted.")
+    return redirect("gallery:history")
+
+
+@login_required
+@require_POST
+def like(request, pk):
+    image = visible_image(request, pk)
+    if request.POST.get("like", "true") == "false":
+        services.unlike_image(request.user, image)
+    else:
+        services.like_image(request.user, image)
+    image.refresh_from_db(fields=["like_count"])
+    if wants_json(request):
+        return JsonResponse({"id": image.pk, "like_count": image.like_count,
+                             "liked": image.likes.filter(user=request.user).exists()})
+    return back(request, image)
+
+
+@login_required
+@require_POST
+def report(request, pk):
+    image = visible_image(request, pk)
+    try:
+        services.report_image(request.user, image, request.POST.get("reason", ""), request.POST.get("text", ""))
+    except services.GalleryError as error:
+        show_error(request, error)
+    else:
+        messages.success(request, "Thank you. Staff will review your report.")
+    return back(request, image)
+
+
+@login_required
+@require_POST
+def add_selection_to_album(request):
+    """Bulk: add the selected images (from history or an image page) to an album, new or existing."""
+    ids = [int(i) for i in request.POST.getlist("images") if i.isdigit()]
+    images = list(Image.objects.filter(owner=request.user, pk__in=ids))
+    if not images:
+        messages.error(request, "Images: select at least one of your images.")
+        return back(request, "gallery:history")
+    try:
+        if request.POST.get("album") == "new":
+            album = services.create_album(request.user, request.POST.get("new_title", ""))
+        else:
+            album = get_object_or_404(Album, pk=request.POST.get("album") or 0, owner=request.user)
+    except services.GalleryError as error:
+        show_error(request, error)
+        return back(request, "gallery:history")
+    added = services.add_to_album(album, images)
+    messages.success(request, f"Added {added} image{'s' if added != 1 else ''} to {album.title}.")
+    return back(request, album)
+
+
+# --- Albums -------------------------------------------------------------------------------
+
+@login_required
+def albums(request):
+    mine = Album.objects.filter(owner=request.user).select_related("cover")
+    return render(request, "gallery/albums.html", {"albums": mine, "visibilities": Image.Visibility.choices})
+
+
+@login_required
+@require_POST
+def create_album(request):
+    try:
+        album = services.create_album(request.user, request.POST.get("title", ""),
+                                      request.POST.get("description", ""),
+                                      request.POST.get("visibility", "private"))
+    except services.GalleryError as error:
+        show_error(request, error)
+        return redirect("gallery:albums")
+    return redirect(album)
+
+
+def album_page(request, pk):
+    album = visible_album(request, pk)
+    items = album.items.select_related("image")
+    if not album.can_edit(request.user):
+        items = items.filter(image__hidden=False)
+    return render(request, "gallery/album.html", {
+        "album": album, "items": items, "can_edit": album.can_edit(request.user),
+        "visibilities": Image.Visibility.choices,
+    })
+
+
+@login_required
+@require_POST
+def edit_album(request, pk):
+    album = own_album(request, pk)
+    action = request.POST.get("action", "update")
+    try:
+        if action == "update":
+            cover_id = request.POST.get("cover")
+            cover = False if cover_id is None else (
+                Image.objects.filter(pk=cover_id, owner=request.user).first() if cover_id else None)
+            services.update_album(album, title=request.POST.get("title"),
+                                  description=request.POST.get("description"),
+                                  visibility=request.POST.get("visibility"), cover=cover)
+            messages.success(request, "Album saved.")
+        elif action == "remove":
+            ids = [int(i) for i in request.POST.getlist("images") if i.isdigit()]
+            services.remove_from_album(album, ids)
+        elif action == "reorder":
+            services.reorder_album(album, [i for i in request.POST.get("order", "").split(",") if i.isdigit()])
+        elif action == "move":
+            services.move_in_album(album, int(request.POST.get("image", "0") or 0),
+                                   -1 if request.POST.get("direction") == "earlier" else 1)
+        elif action == "delete":
+            album.delete()
+            messages.success(request, "Album deleted; its images are still in your history.")
+            return redirect("gallery:albums")
+    except services.GalleryError as error:
+        show_error(request, error)
+    return redirect(album)
+
+
+# --- Explore and profiles -------------------------------------------------------------------
+
+def explore(request):
+    order = request.GET.get("order", "newest")
+    query = request.GET.get("q", "").strip()[:200]
+    model = request.GET.get("model", "")
+    images, next_cursor = services.explore(order, query, model, request.GET.get("cursor", ""), EXPLORE_PAGE_SIZE)
+    return render(request, "gallery/explore.html", {
+        "images": images, "next_cursor": next_cursor, "order": order, "query": query, "model": model,
+        "models": DiffusionModel.objects.filter(enabled=True).only("slug", "name"),
+    })
+
+
+def profile(request, username):
+    owner = get_object_or_404(get_user_model(), username=username, is_active=True)
+    images = Image.objects.public().filter(owner=owner).select_related("model")
+    page = Paginator(images, EXPLORE_PAGE_SIZE).get_page(request.GET.get("page"))
+    public_albums = Album.objects.filter(owner=owner, visibility=Image.Visibility.PUBLIC).select_related("cover")
+    return render(request, "gallery/profile.html", {"owner": owner, "page": page, "albums": public_albums})

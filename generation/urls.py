@@ -6,6 +6,7 @@ app_name = "generation"
 
 urlpatterns = [
     path("generate/", views.generate, name="generate"),
+    path("generate/import-png/", views.import_png, name="import_png"),
     path("generations/", views.jobs, name="jobs"),
     path("generations/<int:pk>/", views.detail, name="detail"),
     path("generations/<int:pk>/cancel/", views.cancel, name="cancel"),

@@ -94,3 +94,26 @@ def jobs(request):
     page = Paginator(Generation.objects.filter(owner=request.user).select_related("model"), 25).get_page(
         request.GET.get("page"))
     return render(request, "generation/jobs.html", {"page": page})
+
+
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+@login_required
+@require_POST
+def import_png(request):
+    """PNG-info: read the generation parameters from an ldmsite or A1111 PNG to fill the form."""
+    from generation.diffusion import read_png_parameters
+
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"errors": {"file": "choose a PNG file"}}, status=400)
+    if upload.size > MAX_IMPORT_BYTES:
+        return JsonResponse({"errors": {"file": "is larger than 20 MB"}}, status=400)
+    try:
+        fields = read_png_parameters(upload.read())
+    except Exception:  # Pillow raises many kinds of errors on broken files
+        return JsonResponse({"errors": {"file": "is not a readable PNG image"}}, status=400)
+    if not fields:
+        return JsonResponse({"errors": {"file": "has no generation parameters in it"}}, status=400)
+    return JsonResponse({"fields": fields})

@@ -142,6 +142,8 @@ VARIABLES: tuple[Variable, ...] = (
              "A job still queued this long after its last queue message is sent another one (lost messages)."),
     Variable("LDM_RECOVERY_INTERVAL_SECONDS", "15", int_parser(1),
              "How often the web process looks for lost or stuck jobs."),
+    Variable("LDM_UNSAVED_RETENTION_DAYS", "30", int_parser(1),
+             "Unsaved private images older than this are deleted by `manage.py purge_unsaved`."),
     Variable("LDM_LOGIN_FAILURE_LIMIT", "5", int_parser(1, 1000),
              "Failed logins for one username from one address before it is locked out."),
     Variable("LDM_LOGIN_COOLOFF_MINUTES", "15", int_parser(1, 100000),

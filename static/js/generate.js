@@ -103,6 +103,35 @@
   modelSelect.addEventListener("change", () => applyModelLimits(true));
   applyModelLimits(false);
 
+  // --- PNG-info: load parameters from a dropped or chosen PNG -------------------
+  const dropZone = $("drop-zone");
+  async function importPng(file) {
+    clearErrors();
+    const body = new FormData();
+    body.append("file", file);
+    const response = await fetch(dropZone.dataset.url, {
+      method: "POST", body, credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) { showErrors(data.errors || { __all__: "Could not read that file." }); return; }
+    for (const [name, value] of Object.entries(data.fields)) {
+      const input = form.elements.namedItem(name);
+      if (input && !(input instanceof RadioNodeList)) input.value = value;
+    }
+    const clip = Number(data.fields.clip_guidance_scale || 0) > 0;
+    $("id_clip_guidance").checked = clip;
+    if (clip) form.querySelector(".advanced").open = true;
+  }
+  dropZone.addEventListener("dragover", (event) => { event.preventDefault(); dropZone.classList.add("dragging"); });
+  dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+  dropZone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dropZone.classList.remove("dragging");
+    if (event.dataTransfer.files.length) importPng(event.dataTransfer.files[0]);
+  });
+  $("png-file").addEventListener("change", (event) => { if (event.target.files.length) importPng(event.target.files[0]); });
+
   // --- live state ----------------------------------------------------------
   function apply(message) {
     const id = message.job;

@@ -9,6 +9,9 @@ import pytest
 from generation.diffusion import ModelCache, generate, load_pipeline
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def fake_loader(sizes, delay=0.0, calls=None):
     def load(source, **kwargs):
         if calls is not None:

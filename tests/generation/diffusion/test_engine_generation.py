@@ -11,6 +11,9 @@ from generation.diffusion import SAMPLERS, GenerationCancelled, generate, valida
 from .tiny import TINY_IMAGE_SIZE
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def pixels(image):
     return np.asarray(image, dtype=np.int16)
 

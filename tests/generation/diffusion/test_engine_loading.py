@@ -9,6 +9,9 @@ import torch
 from generation.diffusion import ModelLoadError, choose_device_and_dtype, load_pipeline
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def test_a_model_loads_from_a_saved_directory(tiny_model_dir, engine_model):
     model = engine_model
     assert model.pipeline_class == "StableDiffusionPipeline"

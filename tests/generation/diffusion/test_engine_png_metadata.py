@@ -3,10 +3,14 @@
 import io
 import json
 
+import pytest
 from PIL import Image, PngImagePlugin
 
 from generation.diffusion import (format_parameters, generate, parse_parameters, read_png_metadata,
                                   read_png_parameters, validate_request, write_png)
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_generated_png_embeds_the_parameters_and_reproduces_its_request(engine_model, make_request, tmp_path):
