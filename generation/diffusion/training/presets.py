@@ -27,9 +27,10 @@ class TrainConfig:
     vae_channels: tuple[int, ...] = (16, 32, 32)
     vae_layers: int = 1
     vae_latent_channels: int = 4
-    vae_steps: int = 400
+    vae_norm_groups: int = 4
+    vae_steps: int = 500
     vae_extra_steps: int = 300  # granted (once per chunk) while the reconstruction gate fails
-    vae_max_steps: int = 1100
+    vae_max_steps: int = 1400
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
@@ -42,6 +43,7 @@ class TrainConfig:
     unet_down_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     unet_up_blocks: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     unet_layers: int = 1
+    unet_norm_groups: int = 8
     unet_head_dim: int = 32
     unet_steps: int = 1500
     unet_batch: int = 48

@@ -1,0 +1,245 @@
+"""Benchmark of the diffusion engine (not a test: it prints numbers, it does not pass or fail).
+
+    .venv/bin/python benchmarks/bench_engine.py            # everything (~10 min on 2 CPU cores)
+    .venv/bin/python benchmarks/bench_engine.py --quick    # fewer repeats, no bf16 SD1.5 step
+    .venv/bin/python benchmarks/bench_engine.py --model generation/builtin_model
+
+Prints, on the machine it runs on:
+
+1. engine time / raw diffusers time for the same job (target <= 1.02), without and with
+   per-step previews, on the built-in model (or, until it is trained, a random model of the
+   built-in model's architecture, built with the training code's own constructors);
+2. preview cost per step as a share of the step, on that model and on an SD1.5-sized UNet
+   (``UNet2DConditionModel()`` defaults with cross_attention_dim=768, random weights);
+3. CLIP-guidance cost factor (guided time / unguided time) for every-N in {1, 2, 4}
+   within the default 0.2-0.8 window, and every step over the whole schedule;
+4. seconds per step of the SD1.5-sized UNet at 512x512 (64x64 latents, CFG batch of 2) in fp32 and bf16.
+
+Timings interleave the variants being compared and report medians, because other processes
+share the CPU; the machine (CPU model, cores, hardware bf16) is printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from generation.diffusion import (choose_device_and_dtype, generate, load_pipeline,  # noqa: E402
+                                  validate_request)
+from generation.diffusion.engine import predict_x0  # noqa: E402
+from generation.diffusion.precision import cpu_bf16_flags  # noqa: E402
+from generation.diffusion.preview import SD1_BIAS, SD1_FACTORS, LatentPreview, latents_to_preview  # noqa: E402
+
+PROMPT = "a red circle on a blue background"
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ", ".join(cpu_bf16_flags()) or "none"
+    return (f"{model}, {torch.get_num_threads()} torch threads, {platform.machine()}, hardware bf16: {flags}; "
+            f"torch {torch.__version__}")
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def builtin_size_model(directory: Path) -> Path:
+    """A random-weight pipeline with the built-in model's architecture (training presets)."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel
+
+    from generation.diffusion.training import stages
+    from generation.diffusion.training.presets import get_preset
+    from tests.generation.diffusion.tiny import build_tiny_tokenizer
+
+    cfg = get_preset("builtin")
+    torch.manual_seed(0)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.model_max_length = cfg.max_length
+    clip = CLIPModel(stages.clip_config(cfg, tokenizer)).eval()
+    vae = stages.vae_model(cfg)
+    latent = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
+    unet = stages.unet_model(cfg, cfg.clip_hidden, latent)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=stages.text_encoder_from_clip(clip), tokenizer=tokenizer,
+                                   unet=unet, scheduler=stages.ddim_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(directory)
+    clip.save_pretrained(directory / "clip")
+    tokenizer.save_pretrained(directory / "clip")
+    return directory
+
+
+def bench_engine_overhead(model, steps: int, repeats: int) -> dict:
+    request = validate_request({"prompt": PROMPT, "steps": steps, "seed": 1, "sampler": "DPM++ 2M Karras"},
+                               model.limits)
+    pipe = model.pipeline
+    from generation.diffusion.samplers import SAMPLERS
+
+    def raw():
+        pipe.scheduler = SAMPLERS[request.sampler].build(model.scheduler_config)
+        pipe(request.prompt, height=request.height, width=request.width, num_inference_steps=request.steps,
+             guidance_scale=request.guidance_scale, generator=[torch.Generator().manual_seed(request.seed)])
+
+    previews = []
+
+    def engine_plain():
+        generate(model, request)
+
+    def engine_preview():
+        result = generate(model, request, on_progress=lambda progress: None, preview_size=256)
+        previews.append(result.timings)
+
+    for fn in (raw, engine_plain, engine_preview):  # warm-up (first-call kernel setup)
+        fn()
+    previews.clear()
+    times = {"raw": [], "engine": [], "engine+preview": []}
+    for _ in range(repeats):
+        for name, fn in (("raw", raw), ("engine", engine_plain), ("engine+preview", engine_preview)):
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    raw_median = statistics.median(times["raw"])
+    preview_per_step = statistics.median(t["preview"] / steps for t in previews)
+    step = statistics.median(t["denoise"] / steps for t in previews)
+    return {
+        "size": f"{request.width}x{request.height}", "steps": steps,
+        "raw_s": raw_median,
+        "engine_ratio": statistics.median(times["engine"]) / raw_median,
+        "engine_preview_ratio": statistics.median(times["engine+preview"]) / raw_median,
+        "step_s": step, "preview_ms": preview_per_step * 1000, "preview_pct": 100 * preview_per_step / step,
+    }
+
+
+def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, float, int]]:
+    base = {"prompt": PROMPT, "steps": steps, "seed": 3, "sampler": "DPM++ 2M Karras"}
+    settings = [("off", {}),
+                ("every 4, window 0.2-0.8", {"clip_guidance_every": 4}),
+                ("every 2, window 0.2-0.8", {"clip_guidance_every": 2}),
+                ("every 1, window 0.2-0.8", {"clip_guidance_every": 1}),
+                ("every 1, window 0-1", {"clip_guidance_every": 1, "clip_guidance_start": 0.0,
+                                         "clip_guidance_end": 1.0})]
+    requests = []
+    for label, extra in settings:
+        scale = 0 if label == "off" else 200
+        requests.append((label, validate_request({**base, **extra, "clip_guidance_scale": scale}, model.limits)))
+    generate(model, requests[1][1])  # warm-up of the guidance path
+    times: dict[str, list[float]] = {label: [] for label, _ in requests}
+    guided: dict[str, int] = {}
+    for _ in range(repeats):
+        for label, request in requests:
+            started = time.perf_counter()
+            result = generate(model, request)
+            times[label].append(time.perf_counter() - started)
+            guided[label] = len(result.metadata[0]["clip_guided_steps"])
+    off = statistics.median(times["off"])
+    return [(label, statistics.median(times[label]) / off, guided[label]) for label, _ in requests[1:]]
+
+
+def sd15_unet(dtype: torch.dtype):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(cross_attention_dim=768).eval().requires_grad_(False).to(dtype)
+
+
+def bench_sd15_step(dtype: torch.dtype, repeats: int) -> float:
+    unet = sd15_unet(dtype)
+    latents = torch.randn(2, 4, 64, 64, dtype=dtype)
+    context = torch.randn(2, 77, 768, dtype=dtype)
+    with torch.no_grad():
+        unet(latents, 500, encoder_hidden_states=context)  # warm-up
+        seconds = median_time(lambda: unet(latents, 500, encoder_hidden_states=context), repeats)
+    del unet
+    return seconds
+
+
+def bench_sd15_preview(repeats: int = 50) -> dict:
+    """The per-step preview work at SD1.5 size: x0 from the noise prediction, projection, PIL image."""
+    preview = LatentPreview.from_lists(SD1_FACTORS, SD1_BIAS, "sd1")
+    sample = torch.randn(1, 4, 64, 64)
+    noise = torch.randn(1, 4, 64, 64)
+
+    def work(size):
+        x0 = predict_x0(noise, sample, 3.0, False, "epsilon")
+        latents_to_preview(preview, x0, size)
+
+    work(256)
+    return {"latent_ms": median_time(lambda: work(None), repeats) * 1000,
+            "256_ms": median_time(lambda: work(256), repeats) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="diffusers directory to time (default: built-in model, else a random "
+                                        "model of its architecture)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repeats; skip the bf16 SD1.5 step")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 2 if args.quick else args.repeats
+
+    print(f"machine: {machine()}")
+    print(f"automatic precision here: {choose_device_and_dtype('auto').to_dict()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        source = args.model
+        builtin = REPO / "generation" / "builtin_model"
+        if source is None and (builtin / "model_index.json").is_file():
+            source = str(builtin)
+        label = source or "random weights, built-in architecture"
+        if source is None:
+            source = str(builtin_size_model(Path(scratch) / "builtin-size"))
+        model = load_pipeline(source, dtype="fp32")
+        print(f"\n== model: {label} ({model.limits.default_width}x{model.limits.default_height}, fp32)")
+
+        overhead = bench_engine_overhead(model, args.steps, repeats)
+        print(f"raw diffusers job, {overhead['steps']} steps at {overhead['size']}: {overhead['raw_s']:.3f} s")
+        print(f"engine / raw diffusers, no previews:      {overhead['engine_ratio']:.3f}")
+        print(f"engine / raw diffusers, preview per step: {overhead['engine_preview_ratio']:.3f}")
+        print(f"preview per step: {overhead['preview_ms']:.2f} ms of a {overhead['step_s'] * 1000:.1f} ms step "
+              f"= {overhead['preview_pct']:.2f} %")
+
+        if model.clip is not None:
+            print(f"\n== CLIP guidance cost factor (guided / unguided time, {args.steps} steps, 4 cutouts)")
+            for setting, factor, guided in bench_clip_guidance(model, args.steps, max(2, repeats // 2)):
+                print(f"{setting:26s} {guided:2d} guided steps: x{factor:.2f}")
+
+    print("\n== SD1.5-sized UNet (random weights), 512x512, CFG batch of 2")
+    fp32 = bench_sd15_step(torch.float32, 1 if args.quick else 2)
+    print(f"fp32: {fp32:.2f} s/step")
+    sd_preview = bench_sd15_preview()
+    print(f"preview per step: {sd_preview['latent_ms']:.2f} ms at 64x64 ({100 * sd_preview['latent_ms'] / 1000 / fp32:.3f} % "
+          f"of an fp32 step), {sd_preview['256_ms']:.2f} ms scaled to 256 px "
+          f"({100 * sd_preview['256_ms'] / 1000 / fp32:.3f} %)")
+    if not args.quick:
+        bf16 = bench_sd15_step(torch.bfloat16, 2)
+        print(f"bf16: {bf16:.2f} s/step ({fp32 / bf16:.2f}x the fp32 speed)")
+
+
+if __name__ == "__main__":
+    main()

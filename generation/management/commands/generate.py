@@ -1,0 +1,151 @@
+"""``manage.py generate``: text-to-image from the command line, no web server or worker needed.
+
+    python manage.py generate "a red circle on a blue background" --steps 20 --seed 42 -n 4 --out out/
+    python manage.py generate --model stable-diffusion-v1-5/stable-diffusion-v1-5 "a castle" --width 512
+    python manage.py generate --from-png out/00003-42.png --steps 40     # redo an image, changing one thing
+
+Writes one PNG per image, named like AUTOMATIC1111's (``00003-42.png``: running number, seed), with
+the A1111 ``parameters`` text and our full JSON metadata embedded. Input is checked by the same
+``validate_request`` as the web form and the APIs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+FIELD_OPTIONS = {
+    # request field: (flags, type, help)
+    "negative_prompt": (("--negative-prompt",), str, "what the image should not show"),
+    "width": (("--width", "-W"), int, "image width in pixels (multiple of 8)"),
+    "height": (("--height", "-H"), int, "image height in pixels (multiple of 8)"),
+    "steps": (("--steps",), int, "denoising steps (1-150)"),
+    "guidance_scale": (("--guidance-scale", "--cfg-scale"), float, "classifier-free guidance scale"),
+    "sampler": (("--sampler",), str, "sampler name, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM'"),
+    "seed": (("--seed",), int, "seed of the first image; image k uses seed + k (default: random)"),
+    "num_images": (("--num-images", "-n"), int, "images to make (1-8)"),
+    "eta": (("--eta",), float, "DDIM eta (0-1)"),
+    "clip_guidance_scale": (("--clip-guidance-scale",), float, "CLIP guidance strength (0 = off)"),
+    "clip_cutouts": (("--clip-cutouts",), int, "random cutouts per CLIP-guided step"),
+    "clip_guidance_every": (("--clip-guidance-every",), int, "guide every N-th step"),
+    "clip_guidance_start": (("--clip-guidance-start",), float, "guidance window start (fraction of steps)"),
+    "clip_guidance_end": (("--clip-guidance-end",), float, "guidance window end (fraction of steps)"),
+}
+
+
+def next_png_path(directory: Path, seed: int) -> Path:
+    """``directory/NNNNN-seed.png`` with the next free running number."""
+    numbers = [int(m.group(1)) for p in directory.glob("*.png") if (m := re.match(r"(\d{5})-", p.name))]
+    return directory / f"{max(numbers, default=-1) + 1:05d}-{seed}.png"
+
+
+class Command(BaseCommand):
+    help = "Generate images from a text prompt and write PNGs with embedded parameters."
+
+    def add_arguments(self, parser):
+        parser.add_argument("prompt", nargs="?", help="the text prompt (optional with --from-png)")
+        parser.add_argument("--model", help="a registered model's slug, a diffusers directory or a hub id "
+                                            "(default: the default registered model, else the built-in model)")
+        parser.add_argument("--clip-source", help="CLIP model for guidance and scores (default: the model's)")
+        parser.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                            help="weights precision (default: the LDM_PRECISION setting)")
+        parser.add_argument("--device", help="torch device, e.g. cpu or cuda:1 (default: best available)")
+        parser.add_argument("--out", default=".", help="output directory (default: the current one)")
+        parser.add_argument("--from-png", help="start from the parameters embedded in this PNG")
+        for field, (flags, kind, text) in FIELD_OPTIONS.items():
+            parser.add_argument(*flags, dest=field, type=kind, default=None, help=text)
+
+    # --------------------------------------------------------------------------------- model
+
+    def resolve_model(self, name: str | None):
+        """(source, clip_source, limits or None) for --model."""
+        from generation.models import DiffusionModel
+        from generation.runner import resolve_source
+
+        if name and (Path(name).expanduser().is_dir() or (settings.BASE_DIR / name).is_dir()):
+            return resolve_source(name), None, None
+        registered = None
+        try:
+            if name:
+                registered = DiffusionModel.objects.filter(slug=name).first()
+            else:
+                registered = DiffusionModel.default()
+        except DatabaseError:  # no database yet (fresh checkout): the registry is optional here
+            registered = None
+        if registered is not None:
+            limits = registered.limits
+            return resolve_source(registered.source), registered.clip_source or None, \
+                limits() if callable(limits) else limits
+        if name:
+            return name, None, None  # a hub id
+        return str(settings.LDM_BUILTIN_MODEL_DIR), None, None
+
+    # --------------------------------------------------------------------------------- run
+
+    def handle(self, *args, **options):
+        from generation.diffusion import (ModelLoadError, RequestValidationError, generate, load_pipeline,
+                                          read_png_parameters, validate_request, write_png)
+
+        raw: dict = {}
+        if options["from_png"]:
+            try:
+                raw.update(read_png_parameters(options["from_png"]))
+            except OSError as error:
+                raise CommandError(f"--from-png: cannot read {options['from_png']}: {error}") from None
+            if not raw:
+                raise CommandError(f"--from-png: {options['from_png']} holds no generation parameters")
+        if options["prompt"]:
+            raw["prompt"] = options["prompt"]
+        raw.update({field: options[field] for field in FIELD_OPTIONS if options[field] is not None})
+        if not raw.get("prompt"):
+            raise CommandError("Give a prompt (or --from-png with a PNG that has one).")
+
+        source, clip_source, limits = self.resolve_model(options["model"])
+        if options["clip_source"]:
+            clip_source = options["clip_source"]
+        precision = options["precision"] or getattr(settings, "LDM_PRECISION", "auto")
+        self.stderr.write(f"Loading {source} ...")
+        try:
+            model = load_pipeline(source, device=options["device"], dtype=precision, clip_source=clip_source)
+        except ModelLoadError as error:
+            raise CommandError(str(error)) from None
+        try:
+            request = validate_request(raw, limits or model.limits)
+        except RequestValidationError as error:
+            lines = "\n".join(f"  {field}: {message}" for field, message in error.errors.items())
+            raise CommandError(f"Invalid request:\n{lines}") from None
+
+        out = Path(options["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        interactive = self.stderr.isatty() if hasattr(self.stderr, "isatty") else False
+
+        def on_progress(progress):
+            line = f"step {progress.step}/{progress.total}, {progress.elapsed:.1f}s, eta {progress.eta_seconds:.1f}s"
+            if interactive:
+                self.stderr.write(f"\r{line}", ending="")
+            elif progress.step == progress.total or progress.step % 10 == 0:
+                self.stderr.write(line)
+
+        self.stderr.write(f"Generating {request.num_images} image(s), seed {request.seed}, {request.steps} steps "
+                          f"of {request.sampler} at {request.width}x{request.height} on "
+                          f"{model.device} ({model.precision.dtype_name}) ...")
+        started = time.perf_counter()
+        try:
+            result = generate(model, request, on_progress=on_progress)
+        except KeyboardInterrupt:
+            raise CommandError("Interrupted.") from None
+        if interactive:
+            self.stderr.write("")
+        for index, image in enumerate(result.images):
+            path = next_png_path(out, result.seeds[index])
+            write_png(image, result.metadata[index], result.parameters[index], path)
+            score = result.clip_scores[index] if result.clip_scores else None
+            self.stdout.write(f"{path}" + (f"  CLIP score {score:.1f}" if score is not None else ""))
+        self.stderr.write(f"Done in {time.perf_counter() - started:.1f}s.")
+        sys.stdout.flush()

@@ -1,0 +1,103 @@
+"""Who may do what with an image: owner / another person / anonymous / staff ×
+private / unlisted / public / hidden × page, file, thumbnail, edit, delete, like, add to album.
+Every denial is a 404 (nothing leaks that the image exists) or a redirect to log in; never a 500."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from gallery.models import Album, Image
+
+STATES = {
+    "private": dict(visibility="private"),
+    "unlisted": dict(visibility="unlisted"),
+    "public": dict(visibility="public"),
+    "hidden": dict(visibility="public", hidden=True),
+}
+# Who sees a state: the owner and staff always; others and anonymous only unlisted/public.
+SEES = {
+    ("owner", s): True for s in STATES} | {("staff", s): True for s in STATES} | {
+    (who, s): s in ("unlisted", "public") for who in ("other", "anonymous") for s in STATES}
+
+
+def client_for(who, people):
+    client = Client()
+    if who != "anonymous":
+        client.force_login(people[who])
+    return client
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_viewing_the_page_file_and_thumbnail(people, make_image, who, state):
+    image = make_image(people["owner"], **STATES[state])
+    client = client_for(who, people)
+    expected = 200 if SEES[(who, state)] else 404
+    for url in (image.get_absolute_url(), image.file_url(), image.thumbnail_url()):
+        assert client.get(url).status_code == expected, url
+    if expected == 200:
+        response = client.get(image.file_url())
+        assert response["Content-Type"] == "image/png"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert client.get(image.thumbnail_url())["Content-Type"] == "image/webp"
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_editing_and_deleting_is_for_the_owner_only(people, make_image, who, state):
+    image = make_image(people["owner"], **STATES[state])
+    client = client_for(who, people)
+    visibility = client.post(reverse("gallery:visibility", args=[image.pk]), {"visibility": "unlisted"})
+    delete = client.post(reverse("gallery:delete", args=[image.pk]))
+    if who == "owner":
+        assert visibility.status_code == 302 and delete.status_code == 302
+        assert not Image.objects.filter(pk=image.pk).exists()
+        return
+    allowed_denials = {404} if who != "anonymous" else {302}  # anonymous: to the login page
+    assert visibility.status_code in allowed_denials and delete.status_code in allowed_denials
+    image.refresh_from_db()
+    assert image.visibility == STATES[state]["visibility"]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_liking_needs_an_account_and_an_image_you_can_see(people, make_image, who, state):
+    image = make_image(people["owner"], **STATES[state])
+    response = client_for(who, people).post(reverse("gallery:like", args=[image.pk]))
+    image.refresh_from_db()
+    if who == "anonymous":
+        assert response.status_code == 302 and image.like_count == 0
+    elif SEES[(who, state)]:
+        assert response.status_code == 302 and image.like_count == 1
+    else:
+        assert response.status_code == 404 and image.like_count == 0
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "staff"])
+def test_only_the_owner_can_put_an_image_in_their_album(people, make_image, who, state):
+    image = make_image(people["owner"], **STATES[state])
+    response = client_for(who, people).post(reverse("gallery:add_to_album"),
+                                            {"images": [image.pk], "album": "new", "new_title": "Mine"})
+    assert response.status_code == 302
+    album = Album.objects.filter(title="Mine").first()
+    if who == "owner":
+        assert list(album.images.all()) == [image]
+    else:
+        assert album is None or not album.images.exists(), "nobody files someone else's image"
+
+
+def test_a_hidden_image_is_marked_for_its_owner(people, make_image):
+    image = make_image(people["owner"], visibility="public", hidden=True)
+    image.hidden_reason = "spam"
+    image.save()
+    page = client_for("owner", people).get(image.get_absolute_url()).content.decode()
+    assert "Hidden by moderators: spam" in page
+
+
+def test_ids_that_do_not_exist_are_404_not_500(people):
+    client = client_for("other", people)
+    for name in ("image", "image_file", "image_thumbnail"):
+        assert client.get(reverse(f"gallery:{name}", args=[999999])).status_code == 404
+    assert client.post(reverse("gallery:like", args=[999999])).status_code == 404
+    assert client.get(reverse("gallery:album", args=[999999])).status_code == 404
