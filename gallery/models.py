@@ -206,3 +206,6 @@ class Report(models.Model):
             models.UniqueConstraint(fields=["reporter", "image"], condition=models.Q(status="open"),
                                     name="one_open_report_per_person_per_image"),
         ]
+
+
+from gallery.moderation_models import *  # noqa: E402,F401,F403  (models Django must discover)

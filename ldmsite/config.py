@@ -83,6 +83,19 @@ def parse_text(name: str, raw: str) -> str:
     return raw
 
 
+RATE_PERIODS = {"s": "second", "sec": "second", "second": "second", "m": "minute", "min": "minute",
+                "minute": "minute", "h": "hour", "hour": "hour", "d": "day", "day": "day"}
+
+
+def parse_rate(name: str, raw: str) -> str:
+    """A request rate as Django REST framework writes it: `120/min` (periods s, min, hour, day)."""
+    value = raw.strip().lower()
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name} must be a rate like 120/min (per s, min, hour or day); got {raw!r}.")
+    return f"{int(count)}/{RATE_PERIODS[period]}"
+
+
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -148,6 +161,17 @@ VARIABLES: tuple[Variable, ...] = (
              "Failed logins for one username from one address before it is locked out."),
     Variable("LDM_LOGIN_COOLOFF_MINUTES", "15", int_parser(1, 100000),
              "How long a login lockout lasts."),
+    Variable("LDM_API_RATE", "300/min", parse_rate,
+             "REST and A1111 API requests one person may make (all tokens and the browser together), "
+             "e.g. `300/min`; over it the API answers 429 with `Retry-After`."),
+    Variable("LDM_API_GENERATE_RATE", "30/min", parse_rate,
+             "Generation submissions through the APIs one person may make, e.g. `30/min`."),
+    Variable("LDM_DAILY_IMAGE_QUOTA", "500", int_parser(0),
+             "Images one person may request per day (UTC), queued, running and finished together; "
+             "staff are exempt, 0 turns the quota off."),
+    Variable("LDM_A1111_TIMEOUT_SECONDS", "600", int_parser(1, 86400),
+             "How long `/sdapi/v1/txt2img` waits for its job; past it the job goes on and the answer is "
+             "202 with the job's address."),
     Variable("LDM_LOG_LEVEL", "info", choice_parser(("debug", "info", "warning", "error")),
              "Log level of ldmsite's own loggers."),
 )

@@ -197,6 +197,23 @@ LOGGING = {
 # --- REST API (see ldmsite/api_urls.py and docs/API.md) ------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "ldmsite.accounts.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the browser, with CSRF
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "ldmsite.accounts.authentication.TokenScopePermission",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "ldmsite.api_throttling.PersonRateThrottle",
+        "ldmsite.api_throttling.GenerationRateThrottle",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "ldmsite.api_throttling.NewestFirstPagination",
+    "EXCEPTION_HANDLER": "ldmsite.api_throttling.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ldmsite API",
@@ -205,3 +222,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# API limits (see ldmsite/api_throttling.py) and the A1111-compatible API (generation/a1111.py).
+LDM_API_RATE = CONFIG["LDM_API_RATE"]
+LDM_API_GENERATE_RATE = CONFIG["LDM_API_GENERATE_RATE"]
+LDM_DAILY_IMAGE_QUOTA = CONFIG["LDM_DAILY_IMAGE_QUOTA"]
+LDM_A1111_TIMEOUT_SECONDS = CONFIG["LDM_A1111_TIMEOUT_SECONDS"]
+if SCALE_OUT:
+    # Rate throttles count in the cache: share it between web processes.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": CONFIG["REDIS_URL"]}}

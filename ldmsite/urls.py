@@ -13,5 +13,6 @@ urlpatterns = [
     path("", include("generation.urls")),
     path("", include("gallery.urls")),
     path("", include("ldmsite.api_urls")),
+    path("moderation/", include("gallery.moderation_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -51,6 +51,7 @@ _LAZY = {
     # CLIP
     "ClipBundle": "clip",
     "clip_scores": "clip",
+    "clip_score": "clip",
     "spherical_dist_loss": "clip",
 }
 
@@ -77,7 +78,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cache import ModelCache
-    from .clip import ClipBundle, clip_scores, spherical_dist_loss
+    from .clip import ClipBundle, clip_score, clip_scores, spherical_dist_loss
     from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
                          guided_step_indices, library_versions)
     from .loading import LoadedModel, ModelLoadError, directory_content_hash, load_pipeline

@@ -114,6 +114,11 @@ def clip_scores(clip: ClipBundle, images: Sequence[Image.Image], prompt: str) ->
     return [round(max(0.0, 100.0 * float(value)), 4) for value in cosine]
 
 
+def clip_score(clip: ClipBundle, image: Image.Image, prompt: str) -> float:
+    """:func:`clip_scores` for one image."""
+    return clip_scores(clip, [image], prompt)[0]
+
+
 def spherical_dist_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared great-circle distance between unit vectors (community CLIP-guided pipeline)."""
     x = F.normalize(x, dim=-1)

@@ -160,10 +160,7 @@ def write_png(image: Image.Image, metadata: Mapping[str, Any], parameters: str, 
     info = PngImagePlugin.PngInfo()
     info.add_text(PARAMETERS_CHUNK, parameters)  # tEXt, or iTXt when not Latin-1 (PIL decides)
     info.add_text(JSON_CHUNK, json.dumps(metadata, ensure_ascii=True, sort_keys=True, default=str))
-    if isinstance(path_or_file, (str, Path)):
-        image.save(path_or_file, format="PNG", pnginfo=info)
-    else:
-        image.save(path_or_file, format="PNG", pnginfo=info)
+    image.save(path_or_file, format="PNG", pnginfo=info)
 
 
 def _open(file: str | Path | IO[bytes] | bytes) -> Image.Image:

@@ -1,0 +1,335 @@
+"""REST API views of images, albums, likes, reports and explore (/api/v1/). Thin: rules live
+in `gallery.services` and on the models; anything a person may not see is a 404."""
+
+from __future__ import annotations
+
+from django.db import DataError
+from django.db.models import Exists, OuterRef
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gallery import services
+from gallery.models import Album, Image, Like, Report
+from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, AlbumImagesResultSerializer,
+                                 AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
+                                 ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer,
+                                 LikeStateSerializer, ReportCreateSerializer, ReportSerializer)
+from ldmsite.api_throttling import submission_exception
+
+Visibility = Image.Visibility
+
+
+def with_liked(images, user):
+    return images.annotate(liked_by_me=Exists(Like.objects.filter(user=user, image=OuterRef("pk"))))
+
+
+def visible_image(request, pk) -> Image:
+    """The image if this person may see it, else 404 (nothing leaks that it exists)."""
+    image = with_liked(Image.objects.visible_to(request.user), request.user).select_related(
+        "owner", "model").filter(pk=pk).first()
+    if image is None:
+        raise Http404("No such image.")
+    return image
+
+
+def editable_image(request, pk) -> Image:
+    image = visible_image(request, pk)
+    if not image.can_edit(request.user):
+        raise PermissionDenied("Only the image's owner may change it.")
+    return image
+
+
+def visible_album(request, pk) -> Album:
+    album = Album.objects.select_related("owner").filter(pk=pk).first()
+    if album is None or not album.can_view(request.user):
+        raise Http404("No such album.")
+    return album
+
+
+def editable_album(request, pk) -> Album:
+    album = visible_album(request, pk)
+    if not album.can_edit(request.user):
+        raise PermissionDenied("Only the album's owner may change it.")
+    return album
+
+
+def validated(serializer_class, request, **kwargs) -> dict:
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def yes_no(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValidationError({name: "must be true or false"})
+
+
+# --- Images ---------------------------------------------------------------------------------------
+
+@extend_schema(tags=["images"])
+class ImageList(generics.ListAPIView):
+    serializer_class = ImageSerializer
+
+    def get_queryset(self):
+        params, user = self.request.query_params, self.request.user
+        images = with_liked(Image.objects.owned_by(user), user).select_related("owner", "model")
+        if params.get("visibility"):
+            if params["visibility"] not in Visibility.values:
+                raise ValidationError({"visibility": f"must be one of: {', '.join(Visibility.values)}"})
+            images = images.filter(visibility=params["visibility"])
+        if params.get("saved"):
+            images = images.filter(saved=yes_no(params["saved"], "saved"))
+        if params.get("generation"):
+            if not params["generation"].isdigit() or len(params["generation"]) > 18:
+                raise ValidationError({"generation": "must be a job id"})
+            images = images.filter(generation_id=int(params["generation"]))
+        return services.search_images(images, params.get("q", ""), params.get("model", ""))
+
+    @extend_schema(summary="Your images, newest first", parameters=[
+        OpenApiParameter("visibility", str, enum=Visibility.values),
+        OpenApiParameter("saved", bool, description="Only kept (true) or unsaved (false) images"),
+        OpenApiParameter("generation", int, description="Only the images of this job"),
+        OpenApiParameter("model", str, description="Model slug"),
+        OpenApiParameter("q", str, description="Words that must all appear in the prompt"),
+    ])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+@extend_schema(tags=["images"])
+class ImageDetail(APIView):
+    @extend_schema(summary="One image: yours, or anyone's shared one", responses={200: ImageSerializer})
+    def get(self, request, pk):
+        return Response(ImageSerializer(visible_image(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Share or keep your image", request=ImageUpdateSerializer,
+                   responses={200: ImageSerializer})
+    def patch(self, request, pk):
+        image = editable_image(request, pk)
+        data = validated(ImageUpdateSerializer, request)
+        try:
+            if "saved" in data:
+                services.set_saved(image, data["saved"])
+            if "visibility" in data:
+                services.set_image_visibility(image, data["visibility"])
+        except services.GalleryError as error:
+            raise submission_exception(error) from None
+        return Response(ImageSerializer(visible_image(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Delete your image and its files", responses={204: None})
+    def delete(self, request, pk):
+        editable_image(request, pk).delete()
+        return Response(status=204)
+
+
+class PNGRenderer(BaseRenderer):
+    """Lets a client ask for `Accept: image/png`; errors are still JSON."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data) if not isinstance(data, bytes) else data
+
+
+@extend_schema(tags=["images"], summary="Download the original PNG, generation parameters embedded",
+               responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The PNG")})
+class ImageFile(APIView):
+    renderer_classes = [JSONRenderer, PNGRenderer]
+
+    def get(self, request, pk):
+        image = visible_image(request, pk)
+        response = FileResponse(image.file.open("rb"), content_type="image/png", as_attachment=True,
+                                filename=f"ldmsite-{image.pk}-{image.seed}.png")
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+@extend_schema(tags=["likes"])
+class ImageLike(APIView):
+    def state(self, image) -> Response:
+        image.refresh_from_db(fields=["like_count"])
+        return Response({"liked": Like.objects.filter(user=self.request.user, image=image).exists(),
+                         "like_count": image.like_count})
+
+    @extend_schema(summary="Like an image (again: no change)", request=None, responses={200: LikeStateSerializer})
+    def post(self, request, pk):
+        image = visible_image(request, pk)
+        services.like_image(request.user, image)
+        return self.state(image)
+
+    @extend_schema(summary="Take your like back", responses={200: LikeStateSerializer})
+    def delete(self, request, pk):
+        image = visible_image(request, pk)
+        services.unlike_image(request.user, image)
+        return self.state(image)
+
+
+@extend_schema(tags=["likes"], summary="Images you like, most recently liked first")
+class LikeList(generics.ListAPIView):
+    serializer_class = ImageSerializer
+
+    def get_queryset(self):
+        user = self.request.user
+        liked = Like.objects.filter(user=user).values("image_id")
+        return with_liked(Image.objects.visible_to(user), user).filter(pk__in=liked).select_related("owner", "model")
+
+
+@extend_schema(tags=["reports"], summary="Report someone's image to staff", request=ReportCreateSerializer,
+               responses={201: ReportSerializer})
+class ImageReport(APIView):
+    def post(self, request, pk):
+        image = visible_image(request, pk)
+        data = validated(ReportCreateSerializer, request)
+        try:
+            report = services.report_image(request.user, image, data["reason"], data.get("text", ""))
+        except services.GalleryError as error:
+            raise submission_exception(error) from None
+        return Response(ReportSerializer(report).data, status=201)
+
+
+@extend_schema(tags=["reports"], summary="Your reports and what became of them")
+class ReportList(generics.ListAPIView):
+    serializer_class = ReportSerializer
+
+    def get_queryset(self):
+        return Report.objects.filter(reporter=self.request.user)
+
+
+# --- Albums ---------------------------------------------------------------------------------------
+
+@extend_schema(tags=["albums"])
+class AlbumList(generics.ListAPIView):
+    serializer_class = AlbumSerializer
+
+    def get_queryset(self):
+        return Album.objects.filter(owner=self.request.user).select_related("owner")
+
+    @extend_schema(summary="Your albums, newest first")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(summary="Make an album", request=AlbumCreateSerializer, responses={201: AlbumDetailSerializer})
+    def post(self, request):
+        data = validated(AlbumCreateSerializer, request)
+        try:
+            album = services.create_album(request.user, data["title"], data.get("description", ""),
+                                          data.get("visibility", "private"))
+        except services.GalleryError as error:
+            raise submission_exception(error) from None
+        body = AlbumDetailSerializer(album, context={"request": request}).data
+        return Response(body, status=201, headers={"Location": request.build_absolute_uri(body["url"])})
+
+
+@extend_schema(tags=["albums"])
+class AlbumDetail(APIView):
+    @extend_schema(summary="An album: yours, or anyone's shared one", responses={200: AlbumDetailSerializer})
+    def get(self, request, pk):
+        return Response(AlbumDetailSerializer(visible_album(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Rename, describe, share or set the cover of your album", request=AlbumUpdateSerializer,
+                   responses={200: AlbumDetailSerializer})
+    def patch(self, request, pk):
+        album = editable_album(request, pk)
+        data = validated(AlbumUpdateSerializer, request)
+        cover = False
+        if "cover" in data:
+            cover = None if data["cover"] is None else album.images.filter(pk=data["cover"]).first()
+            if data["cover"] is not None and cover is None:
+                raise ValidationError({"cover": "must be an image in this album"})
+        try:
+            services.update_album(album, title=data.get("title"), description=data.get("description"),
+                                  visibility=data.get("visibility"), cover=cover)
+        except services.GalleryError as error:
+            raise submission_exception(error) from None
+        return Response(AlbumDetailSerializer(visible_album(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Delete your album (its images stay)", responses={204: None})
+    def delete(self, request, pk):
+        editable_album(request, pk).delete()
+        return Response(status=204)
+
+
+@extend_schema(tags=["albums"], summary="Add your images to your album", request=AlbumImagesSerializer,
+               responses={200: AlbumImagesResultSerializer})
+class AlbumImages(APIView):
+    def post(self, request, pk):
+        album = editable_album(request, pk)
+        wanted = list(dict.fromkeys(validated(AlbumImagesSerializer, request)["images"]))
+        images = list(Image.objects.owned_by(album.owner).filter(pk__in=wanted))
+        missing = sorted(set(wanted) - {image.pk for image in images})
+        if missing:
+            raise ValidationError({"images": f"not among your images: {missing}"})
+        added = services.add_to_album(album, images)
+        return Response({"added": added, "album": AlbumSerializer(album, context={"request": request}).data})
+
+
+@extend_schema(tags=["albums"], summary="Take an image out of your album (the image stays)",
+               responses={204: None})
+class AlbumImage(APIView):
+    def delete(self, request, pk, image_id):
+        album = editable_album(request, pk)
+        if not services.remove_from_album(album, [image_id]):
+            raise Http404("That image is not in this album.")
+        return Response(status=204)
+
+
+@extend_schema(tags=["albums"], summary="Put your album's images in this order (those not named follow)",
+               request=AlbumImagesSerializer, responses={200: AlbumDetailSerializer})
+class AlbumOrder(APIView):
+    def post(self, request, pk):
+        album = editable_album(request, pk)
+        order = list(dict.fromkeys(validated(AlbumImagesSerializer, request)["images"]))
+        try:
+            services.reorder_album(album, order)
+        except services.GalleryError as error:
+            raise submission_exception(error) from None
+        return Response(AlbumDetailSerializer(album, context={"request": request}).data)
+
+
+# --- Explore -----------------------------------------------------------------------------------------
+
+class ExploreQuery(serializers.Serializer):
+    order = serializers.ChoiceField(choices=services.EXPLORE_ORDERS, required=False, default="newest")
+    q = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+    cursor = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=24)
+
+
+@extend_schema(tags=["explore"], summary="Public images of everyone; search with q",
+               parameters=[ExploreQuery], responses={200: ExplorePageSerializer})
+class Explore(APIView):
+    def get(self, request):
+        query = ExploreQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        options = query.validated_data
+        try:
+            page, next_cursor = services.explore(options["order"], options["q"], options["model"],
+                                                 options["cursor"], options["limit"])
+        except (ValueError, TypeError, OverflowError, DataError):
+            # A cursor edited by hand: right shape, nonsense values.
+            raise ValidationError({"cursor": "Invalid cursor: pass back a `next` link unchanged."}) from None
+        images = with_liked(Image.objects.filter(pk__in=[image.pk for image in page]), request.user)
+        liked = dict(images.values_list("pk", "liked_by_me"))
+        for image in page:
+            image.liked_by_me = liked.get(image.pk, False)
+        next_url = None
+        if next_cursor:
+            params = request.query_params.copy()
+            params["cursor"] = next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"next": next_url, "previous": None,
+                         "results": ImageSerializer(page, many=True, context={"request": request}).data})

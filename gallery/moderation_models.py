@@ -1,0 +1,1 @@
+"""Moderation records: audit log, blocklist, flagged attempts (see gallery/moderation.py)."""

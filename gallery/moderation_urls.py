@@ -1,0 +1,5 @@
+"""Staff moderation pages (review queue, actions, audit log, blocklist)."""
+
+app_name = "moderation"
+
+urlpatterns: list = []

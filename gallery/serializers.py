@@ -1,0 +1,142 @@
+"""REST API shapes of images, albums, likes and reports.
+
+Input serializers refuse unknown fields; the rules themselves (who may do what, what a
+valid album title is) live in `gallery.services` and on the models.
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from gallery.models import Album, Image, Like, Report
+from generation.serializers import StrictSerializer
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    file = serializers.SerializerMethodField(help_text="Download the original PNG (parameters embedded)")
+    thumbnail = serializers.SerializerMethodField()
+    page_url = serializers.SerializerMethodField()
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    generation = serializers.PrimaryKeyRelatedField(read_only=True)
+    liked = serializers.SerializerMethodField(help_text="Whether you like it")
+
+    class Meta:
+        model = Image
+        fields = ["id", "url", "file", "thumbnail", "page_url", "owner", "generation", "width", "height", "seed",
+                  "prompt", "negative_prompt", "model", "model_name", "sampler", "steps", "guidance_scale",
+                  "clip_score", "parameters", "visibility", "saved", "hidden", "like_count", "liked",
+                  "published_at", "created_at"]
+        read_only_fields = fields
+
+    def get_url(self, image) -> str:
+        return reverse("api:image-detail", args=[image.pk])
+
+    def get_file(self, image) -> str:
+        return reverse("api:image-file", args=[image.pk])
+
+    def get_thumbnail(self, image) -> str:
+        return image.thumbnail_url()
+
+    def get_page_url(self, image) -> str:
+        return image.get_absolute_url()
+
+    def get_liked(self, image) -> bool:
+        if hasattr(image, "liked_by_me"):
+            return bool(image.liked_by_me)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        return bool(user and user.is_authenticated and Like.objects.filter(user=user, image=image).exists())
+
+
+class ImageUpdateSerializer(StrictSerializer):
+    visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False,
+                                         help_text="Sharing an image (unlisted, public) also keeps it (saved)")
+    saved = serializers.BooleanField(required=False, help_text="Unsaved private images are purged after a while")
+
+
+class LikeStateSerializer(serializers.Serializer):
+    liked = serializers.BooleanField()
+    like_count = serializers.IntegerField()
+
+
+class AlbumSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    cover = serializers.PrimaryKeyRelatedField(read_only=True)
+    image_count = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Album
+        fields = ["id", "url", "owner", "title", "description", "visibility", "cover", "image_count",
+                  "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def get_image_count(self, album) -> int:
+        return album.items.count()
+
+    def get_url(self, album) -> str:
+        return reverse("api:album-detail", args=[album.pk])
+
+
+class AlbumDetailSerializer(AlbumSerializer):
+    images = serializers.SerializerMethodField(help_text="In album order; only those you may see")
+
+    class Meta(AlbumSerializer.Meta):
+        fields = AlbumSerializer.Meta.fields + ["images"]
+        read_only_fields = fields
+
+    @extend_schema_field(ImageSerializer(many=True))
+    def get_images(self, album) -> list:
+        request = self.context["request"]
+        images = (Image.objects.visible_to(request.user).filter(album_items__album=album)
+                  .select_related("owner", "model").order_by("album_items__position", "album_items__id")[:1000])
+        return ImageSerializer(images, many=True, context=self.context).data
+
+
+class AlbumCreateSerializer(StrictSerializer):
+    title = serializers.CharField(max_length=120, help_text="1 to 120 characters")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    visibility = serializers.ChoiceField(choices=Album.Visibility.values, required=False, default="private",
+                                         help_text="Sharing an album shares its private images the same way")
+
+
+class AlbumUpdateSerializer(StrictSerializer):
+    title = serializers.CharField(required=False, max_length=120)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    visibility = serializers.ChoiceField(choices=Album.Visibility.values, required=False)
+    cover = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                     help_text="An image in this album; null: none")
+
+
+class AlbumImagesSerializer(StrictSerializer):
+    images = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+                                   min_length=1, max_length=500, help_text="Image ids, yours")
+
+
+class AlbumImagesResultSerializer(serializers.Serializer):
+    added = serializers.IntegerField(required=False)
+    album = AlbumSerializer()
+
+
+class ReportCreateSerializer(StrictSerializer):
+    reason = serializers.ChoiceField(choices=Report.Reason.values)
+    text = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class ReportSerializer(serializers.ModelSerializer):
+    image = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Report
+        fields = ["id", "image", "reason", "text", "status", "created_at"]
+        read_only_fields = fields
+
+
+class ExplorePageSerializer(serializers.Serializer):
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = ImageSerializer(many=True)
