@@ -109,36 +109,39 @@ def bench_engine_overhead(model, steps: int, repeats: int) -> dict:
         generate(model, request)
 
     def engine_preview():
-        result = generate(model, request, on_progress=lambda progress: None, preview_size=256)
+        result = generate(model, request, on_progress=lambda progress: progress.preview, preview_size=256)
         previews.append(result.timings)
 
     for fn in (raw, engine_plain, engine_preview):  # warm-up (first-call kernel setup)
         fn()
     previews.clear()
-    times = {"raw": [], "engine": [], "engine+preview": []}
+    wall = {"raw": [], "engine": [], "engine+preview": []}
+    cpu = {"raw": [], "engine": [], "engine+preview": []}
     scoring = []
     for _ in range(repeats):
         for name, fn in (("raw", raw), ("engine", engine_plain), ("engine+preview", engine_preview)):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - started)
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
         scoring.append(previews[-1]["clip_score"])
-    # Paired ratios (same round) cancel slow drifts in what else the machine is doing.
-    ratio = statistics.median(e / r for e, r in zip(times["engine"], times["raw"]))
-    preview_ratio = statistics.median(e / r for e, r in zip(times["engine+preview"], times["raw"]))
-    no_score_ratio = statistics.median((e - c) / r for e, c, r in zip(times["engine"], scoring, times["raw"]))
+
+    def ratio(times, name):  # median of same-round ratios: cancels slow drifts in machine load
+        return statistics.median(e / r for e, r in zip(times[name], times["raw"]))
+
     preview_per_step = statistics.median(t["preview"] / steps for t in previews)
     step = statistics.median(t["denoise"] / steps for t in previews)
     return {
         "size": f"{request.width}x{request.height}", "steps": steps,
-        "raw_s": statistics.median(times["raw"]),
-        "engine_ratio": ratio, "engine_preview_ratio": preview_ratio, "engine_no_score_ratio": no_score_ratio,
+        "raw_s": statistics.median(wall["raw"]), "raw_cpu_s": statistics.median(cpu["raw"]),
+        "engine_ratio": ratio(wall, "engine"), "engine_preview_ratio": ratio(wall, "engine+preview"),
+        "engine_cpu_ratio": ratio(cpu, "engine"), "engine_preview_cpu_ratio": ratio(cpu, "engine+preview"),
         "clip_score_ms": statistics.median(scoring) * 1000,
         "step_s": step, "preview_ms": preview_per_step * 1000, "preview_pct": 100 * preview_per_step / step,
     }
 
 
-def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, float, int]]:
+def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, float, float, int]]:
     base = {"prompt": PROMPT, "steps": steps, "seed": 3, "sampler": "DPM++ 2M Karras"}
     settings = [("off", {}),
                 ("every 4, window 0.2-0.8", {"clip_guidance_every": 4}),
@@ -151,16 +154,21 @@ def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, floa
         scale = 0 if label == "off" else 200
         requests.append((label, validate_request({**base, **extra, "clip_guidance_scale": scale}, model.limits)))
     generate(model, requests[1][1])  # warm-up of the guidance path
-    times: dict[str, list[float]] = {label: [] for label, _ in requests}
+    wall: dict[str, list[float]] = {label: [] for label, _ in requests}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in requests}
     guided: dict[str, int] = {}
     for _ in range(repeats):
         for label, request in requests:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             result = generate(model, request)
-            times[label].append(time.perf_counter() - started)
+            wall[label].append(time.perf_counter() - started)
+            cpu[label].append(time.process_time() - started_cpu)
             guided[label] = len(result.metadata[0]["clip_guided_steps"])
-    off = statistics.median(times["off"])
-    return [(label, statistics.median(times[label]) / off, guided[label]) for label, _ in requests[1:]]
+
+    def factor(times, label):
+        return statistics.median(g / o for g, o in zip(times[label], times["off"]))
+
+    return [(label, factor(wall, label), factor(cpu, label), guided[label]) for label, _ in requests[1:]]
 
 
 def sd15_unet(dtype: torch.dtype):
@@ -209,17 +217,20 @@ def bench_model(args, repeats: int) -> None:
         print(f"\n== model: {label} ({model.limits.default_width}x{model.limits.default_height}, fp32)")
 
         overhead = bench_engine_overhead(model, args.steps, repeats)
-        print(f"raw diffusers job, {overhead['steps']} steps at {overhead['size']}: {overhead['raw_s']:.3f} s")
-        print(f"engine / raw diffusers, no previews:      {overhead['engine_ratio']:.3f}  "
-              f"({overhead['engine_no_score_ratio']:.3f} without the {overhead['clip_score_ms']:.0f} ms CLIP score)")
-        print(f"engine / raw diffusers, preview per step: {overhead['engine_preview_ratio']:.3f}")
+        print(f"raw diffusers job, {overhead['steps']} steps at {overhead['size']}: {overhead['raw_s']:.3f} s wall, "
+              f"{overhead['raw_cpu_s']:.3f} s CPU")
+        print("engine / raw diffusers (median of paired runs)   wall    CPU time")
+        print(f"  no previews (CLIP score {overhead['clip_score_ms']:.0f} ms included)    "
+              f"{overhead['engine_ratio']:.3f}   {overhead['engine_cpu_ratio']:.3f}")
+        print(f"  preview every step, 256 px                     "
+              f"{overhead['engine_preview_ratio']:.3f}   {overhead['engine_preview_cpu_ratio']:.3f}")
         print(f"preview per step: {overhead['preview_ms']:.2f} ms of a {overhead['step_s'] * 1000:.1f} ms step "
               f"= {overhead['preview_pct']:.2f} %")
 
         if model.clip is not None:
-            print(f"\n== CLIP guidance cost factor (guided / unguided time, {args.steps} steps, 4 cutouts)")
-            for setting, factor, guided in bench_clip_guidance(model, args.steps, max(2, repeats // 2)):
-                print(f"{setting:26s} {guided:2d} guided steps: x{factor:.2f}")
+            print(f"\n== CLIP guidance cost factor (guided / unguided, {args.steps} steps, 4 cutouts)   wall    CPU")
+            for setting, wall, cpu, guided in bench_clip_guidance(model, args.steps, max(3, repeats // 2)):
+                print(f"  {setting:26s} {guided:2d} guided steps:           x{wall:.2f}   x{cpu:.2f}")
 
 
 def bench_sd15(args) -> None:

@@ -53,7 +53,7 @@ class ImageSerializer(serializers.ModelSerializer):
 
 
 class ImageUpdateSerializer(StrictSerializer):
-    visibility = serializers.ChoiceField(choices=Image.Visibility.values, required=False,
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False,
                                          help_text="Sharing an image (unlisted, public) also keeps it (saved)")
     saved = serializers.BooleanField(required=False, help_text="Unsaved private images are purged after a while")
 
@@ -100,14 +100,14 @@ class AlbumDetailSerializer(AlbumSerializer):
 class AlbumCreateSerializer(StrictSerializer):
     title = serializers.CharField(max_length=120, help_text="1 to 120 characters")
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    visibility = serializers.ChoiceField(choices=Album.Visibility.values, required=False, default="private",
+    visibility = serializers.ChoiceField(choices=Album.Visibility.choices, required=False, default="private",
                                          help_text="Sharing an album shares its private images the same way")
 
 
 class AlbumUpdateSerializer(StrictSerializer):
     title = serializers.CharField(required=False, max_length=120)
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    visibility = serializers.ChoiceField(choices=Album.Visibility.values, required=False)
+    visibility = serializers.ChoiceField(choices=Album.Visibility.choices, required=False)
     cover = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                      help_text="An image in this album; null: none")
 
@@ -123,7 +123,7 @@ class AlbumImagesResultSerializer(serializers.Serializer):
 
 
 class ReportCreateSerializer(StrictSerializer):
-    reason = serializers.ChoiceField(choices=Report.Reason.values)
+    reason = serializers.ChoiceField(choices=Report.Reason.choices)
     text = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from gallery.models import Album, AlbumItem, Image, Like, Report, unguessable_name
+from gallery.moderation import refuse_publishing_under_review, without_images_under_review
 from generation.diffusion import write_png
 
 THUMBNAIL_SIZE = 256
@@ -80,6 +81,7 @@ def check_visibility(value: str) -> str:
 
 
 def set_image_visibility(image: Image, visibility: str) -> Image:
+    refuse_publishing_under_review(image, check_visibility(visibility))
     image.visibility = check_visibility(visibility)
     if visibility != Image.Visibility.PRIVATE:
         image.saved = True  # publishing keeps an image: it must not be purged from under its viewers
@@ -161,6 +163,7 @@ def publish_album(album: Album, visibility: str) -> Album:
     album.save(update_fields=["visibility", "updated_at"])
     if visibility != Image.Visibility.PRIVATE:
         private = Image.objects.filter(album_items__album=album, visibility=Image.Visibility.PRIVATE)
+        private = without_images_under_review(private)  # held by the output check: stays private
         private.update(visibility=visibility, saved=True, published_at=timezone.now())
     return album
 

@@ -104,7 +104,7 @@ def finish(job: Generation, worker: str, **changes) -> bool:
 
 def execute_generation(job: Generation, worker: str) -> None:
     """Run a job this worker has claimed, from model load to stored images."""
-    from gallery.services import store_generated_image
+    from gallery.moderation import store_checked_image
     from generation.diffusion import GenerationCancelled, generate
 
     with Heartbeat(job.pk, worker):
@@ -136,8 +136,8 @@ def execute_generation(job: Generation, worker: str) -> None:
             images = []
             for index, picture in enumerate(result.images):
                 clip_score = result.clip_scores[index] if result.clip_scores else None
-                images.append(store_generated_image(job, index, picture, result.metadata[index],
-                                                    result.parameters[index], clip_score))
+                images.append(store_checked_image(job, index, picture, result.metadata[index],  # output check
+                                                  result.parameters[index], clip_score))
         except GenerationCancelled:
             if finish(job, worker, status=Status.CANCELLED):
                 events.publish(job, "generation.cancelled")

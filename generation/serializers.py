@@ -168,7 +168,7 @@ class GenerationSerializer(serializers.ModelSerializer):
     def get_images(self, job) -> list:
         if job.status != Generation.Status.SUCCEEDED:
             return []
-        return [image_summary(image) for image in job.images.all()]
+        return [image_summary(image) for image in sorted(job.images.all(), key=lambda image: image.index)]
 
     def get_url(self, job) -> str:
         return reverse("api:generation-detail", args=[job.pk])

@@ -72,6 +72,8 @@ def submit_generation(owner, raw: Mapping[str, Any], model: DiffusionModel | Non
         request = validate_request(fields, model.limits())
     except RequestValidationError as error:
         raise SubmissionError(error.errors) from None
+    from gallery.moderation import check_prompt  # late: gallery.moderation imports this module
+    check_prompt(owner, request.prompt, request.negative_prompt)  # blocklist, suspended accounts: 4xx
 
     with transaction.atomic():
         # Serialise one person's submissions (row lock on PostgreSQL; SQLite's

@@ -18,7 +18,7 @@ uniform error body (``api_exception_handler``) and its cursor pagination, both w
 from __future__ import annotations
 
 import math
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -102,7 +102,7 @@ class GenerationRateThrottle(PersonRateThrottle):
 
 def start_of_day(now: datetime | None = None) -> datetime:
     now = now or timezone.now()
-    return datetime.combine(now.astimezone(timezone.utc).date(), time.min, tzinfo=timezone.utc)
+    return datetime.combine(now.astimezone(dt_timezone.utc).date(), time.min, tzinfo=dt_timezone.utc)
 
 
 def seconds_until_tomorrow(now: datetime | None = None) -> int:

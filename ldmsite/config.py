@@ -96,6 +96,23 @@ def parse_rate(name: str, raw: str) -> str:
     return f"{int(count)}/{RATE_PERIODS[period]}"
 
 
+def parse_output_check(name: str, raw: str) -> str:
+    """`none`, `safety-checker:<directory>` or the dotted path of a callable (gallery/moderation.py)."""
+    value = raw.strip()
+    if value.lower() in ("", "none"):
+        return "none"
+    if value.startswith("safety-checker:"):
+        directory = value.partition(":")[2].strip()
+        if not directory:
+            raise ImproperlyConfigured(f"{name}: safety-checker: needs a directory, e.g. "
+                                       "safety-checker:/models/stable-diffusion-safety-checker.")
+        return f"safety-checker:{parse_path(name, directory)}"
+    if all(part.isidentifier() for part in value.split(".")) and "." in value:
+        return value
+    raise ImproperlyConfigured(f"{name} must be none, safety-checker:<directory> or the dotted path of a "
+                               f"callable (package.module.function); got {raw!r}.")
+
+
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -172,6 +189,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LDM_A1111_TIMEOUT_SECONDS", "600", int_parser(1, 86400),
              "How long `/sdapi/v1/txt2img` waits for its job; past it the job goes on and the answer is "
              "202 with the job's address."),
+    Variable("LDM_OUTPUT_CHECK", "none", parse_output_check,
+             "Check run on each finished image before it can be published: `none`, "
+             "`safety-checker:<dir>` (diffusers' Stable Diffusion safety checker from a local directory) or "
+             "a dotted path to a callable `check(image, metadata)` returning a reason to hold it. A flagged "
+             "image, or one the check fails on, stays private and waits for staff review."),
     Variable("LDM_LOG_LEVEL", "info", choice_parser(("debug", "info", "warning", "error")),
              "Log level of ldmsite's own loggers."),
 )

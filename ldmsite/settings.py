@@ -180,6 +180,7 @@ LDM_HEARTBEAT_TIMEOUT_SECONDS = CONFIG["LDM_HEARTBEAT_TIMEOUT_SECONDS"]
 LDM_REQUEUE_AFTER_SECONDS = CONFIG["LDM_REQUEUE_AFTER_SECONDS"]
 LDM_RECOVERY_INTERVAL_SECONDS = CONFIG["LDM_RECOVERY_INTERVAL_SECONDS"]
 LDM_UNSAVED_RETENTION_DAYS = CONFIG["LDM_UNSAVED_RETENTION_DAYS"]
+LDM_OUTPUT_CHECK = CONFIG["LDM_OUTPUT_CHECK"]  # see gallery/moderation.py
 LDM_BUILTIN_MODEL_DIR = BASE_DIR / "generation" / "builtin_model"
 
 LOGGING = {
@@ -221,6 +222,24 @@ SPECTACULAR_SETTINGS = {
                    "token: `Authorization: Bearer <token>`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"VisibilityEnum": "gallery.models.Image.Visibility"},
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ldmsite.api_urls.add_error_responses",
+    ],
+    "TAGS": [
+        {"name": "account", "description": "You and your limits"},
+        {"name": "models", "description": "Models you can generate with"},
+        {"name": "generations", "description": "Jobs: submit, follow, cancel"},
+        {"name": "images", "description": "Your images and anyone's shared ones"},
+        {"name": "albums", "description": "Named, ordered selections of your images"},
+        {"name": "likes", "description": "Likes"},
+        {"name": "reports", "description": "Reporting images to staff"},
+        {"name": "explore", "description": "Everyone's public images, and search"},
+        {"name": "a1111", "description": "The AUTOMATIC1111 web UI API subset (/sdapi/v1/), for existing clients"},
+    ],
 }
 
 # API limits (see ldmsite/api_throttling.py) and the A1111-compatible API (generation/a1111.py).

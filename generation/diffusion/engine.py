@@ -41,15 +41,36 @@ from .samplers import SAMPLERS
 ENGINE_VERSION = "1.0"
 
 
-@dataclass(frozen=True)
 class StepProgress:
-    """What ``on_progress`` receives after every denoising step."""
+    """What ``on_progress`` receives after every denoising step.
 
-    step: int  # steps done, 1-based
-    total: int  # model evaluations in the schedule (2 per step for second-order samplers like Heun)
-    elapsed: float  # seconds since the job started
-    eta_seconds: float  # estimated seconds until the last step
-    preview: Image.Image | None  # predicted clean image, latent resolution unless preview_size is set
+    ``preview`` is computed on first access (then kept), so a consumer that throttles what it
+    sends -- the job runner publishes a few previews per second -- pays nothing for the steps it
+    skips. The predicted x0 it shows is captured at the step, so reading it later is fine.
+    """
+
+    __slots__ = ("step", "total", "elapsed", "eta_seconds", "_preview", "_make_preview")
+
+    def __init__(self, step: int, total: int, elapsed: float, eta_seconds: float,
+                 preview: "Image.Image | Callable[[], Image.Image | None] | None" = None):
+        self.step = step  # steps done, 1-based
+        self.total = total  # model evaluations in the schedule (2 per step for second-order samplers)
+        self.elapsed = elapsed  # seconds since the job started
+        self.eta_seconds = eta_seconds  # estimated seconds until the last step
+        self._make_preview = preview if callable(preview) else None
+        self._preview = None if callable(preview) else preview
+
+    @property
+    def preview(self) -> Image.Image | None:
+        """Predicted clean image: latent resolution (1/8 of the image for SD VAEs) unless the job
+        set ``preview_size``; a grid when the job makes several images."""
+        if self._make_preview is not None:
+            self._preview, self._make_preview = self._make_preview(), None
+        return self._preview
+
+    def __repr__(self) -> str:
+        return (f"StepProgress(step={self.step}, total={self.total}, elapsed={self.elapsed:.3f}, "
+                f"eta_seconds={self.eta_seconds:.3f})")
 
 
 class GenerationCancelled(Exception):
@@ -167,10 +188,12 @@ class _StepObserver:
                      getattr(output, "pred_original_sample", None))
         return output if return_dict else output.to_tuple()
 
-    def x0(self) -> torch.Tensor | None:
-        if self.last is None:
+    def x0(self, last: tuple | None = None) -> torch.Tensor | None:
+        """Predicted clean latents of the step recorded in ``last`` (default: the latest step)."""
+        last = last if last is not None else self.last
+        if last is None:
             return None
-        model_output, sample, sigma, variance_exploding, pred_original = self.last
+        model_output, sample, sigma, variance_exploding, pred_original = last
         if pred_original is not None:
             return pred_original
         return predict_x0(model_output, sample, sigma, variance_exploding, self.prediction_type)
@@ -217,7 +240,7 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     """Run ``request`` on ``model``.
 
     ``on_progress`` is called after every step with a :class:`StepProgress` (its preview is
-    computed only when a callback is given). ``should_cancel`` is consulted before the run and
+    computed when first read). ``should_cancel`` is consulted before the run and
     after every step; when it returns true the run stops right there and
     :class:`GenerationCancelled` is raised. ``preview_size`` bounds the preview's longer side
     (``None``: latent resolution, e.g. 64x64 for a 512x512 SD image).
@@ -236,7 +259,7 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     preview: LatentPreview | None = model.latent_preview() if on_progress is not None else None
     observer = _StepObserver(scheduler, track=preview is not None, guidance=guidance)
 
-    clock = {"preview": 0.0, "last_step_end": None, "first_step_end": None}
+    clock = {"preview": 0.0, "previews": 0, "last_step_end": None, "first_step_end": None}
     call_started = time.perf_counter()
 
     def on_step_end(pipeline, index, timestep, tensors):
@@ -248,14 +271,21 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled(index + 1, total)
         if on_progress is not None:
-            preview_started = time.perf_counter()
-            x0 = observer.x0()
-            image = latents_to_preview(preview, x0 if x0 is not None else tensors["latents"], preview_size)
-            clock["preview"] += time.perf_counter() - preview_started
-            elapsed = now - started
+            last = observer.last
+            latents = tensors["latents"]
+
+            def make_preview():
+                preview_started = time.perf_counter()
+                x0 = observer.x0(last)
+                image = latents_to_preview(preview, x0 if x0 is not None else latents, preview_size)
+                clock["preview"] += time.perf_counter() - preview_started
+                clock["previews"] += 1
+                return image
+
             done = index + 1
             eta = (now - call_started) / done * (total - done)
-            on_progress(StepProgress(step=done, total=total, elapsed=elapsed, eta_seconds=eta, preview=image))
+            on_progress(StepProgress(step=done, total=total, elapsed=now - started, eta_seconds=eta,
+                                     preview=make_preview))
         return {}
 
     output = pipe(
@@ -285,7 +315,8 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
         "setup": round(call_started - started, 6),
         "denoise": round(last_step_end - call_started, 6),  # includes the text encoder
         "decode": round(finished - last_step_end, 6),  # VAE decode and conversion to PIL
-        "preview": round(clock["preview"], 6),
+        "preview": round(clock["preview"], 6),  # all previews that were looked at
+        "preview_count": clock["previews"],
         "clip_guidance": round(observer.guidance_seconds, 6),
         "clip_score": round(score_seconds, 6),
         "total": round(time.perf_counter() - started, 6),

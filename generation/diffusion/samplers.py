@@ -109,9 +109,10 @@ for _spec in _SPECS:
     for _alias in _spec.aliases:
         SAMPLER_ALIASES[_alias.lower()] = _spec.name
 
-#: Samplers whose CLIP guidance has been tested; every other sampler also accepts the guided
-#: noise prediction, but stochastic ones add noise that partly washes out the push.
-CLIP_GUIDANCE_TESTED_SAMPLERS = ("Euler", "DDIM", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "LMS", "Heun", "PNDM")
+#: Samplers with which CLIP guidance is tested to raise the CLIP score (the deterministic ones:
+#: first-order, multistep and second-order). The ancestral/SDE samplers also accept the guided
+#: noise prediction, but the fresh noise they add every step partly washes out the push.
+CLIP_GUIDANCE_TESTED_SAMPLERS = ("Euler", "DDIM", "DPM++ 2M", "DPM++ 2M Karras", "UniPC", "PNDM", "LMS", "Heun")
 
 
 def resolve_sampler(name: str) -> str:

@@ -105,6 +105,8 @@ class Command(BaseCommand):
         raw.update({field: options[field] for field in FIELD_OPTIONS if options[field] is not None})
         if not raw.get("prompt"):
             raise CommandError("Give a prompt (or --from-png with a PNG that has one).")
+        from gallery.moderation import check_prompt_from_command_line
+        check_prompt_from_command_line(str(raw["prompt"]), str(raw.get("negative_prompt") or ""))  # blocklist
 
         source, clip_source, limits = self.resolve_model(options["model"])
         if options["clip_source"]:

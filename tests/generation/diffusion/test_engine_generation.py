@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from generation.diffusion import SAMPLERS, GenerationCancelled, generate, validate_request
+from generation.diffusion.samplers import CLIP_GUIDANCE_TESTED_SAMPLERS
 
 from .tiny import TINY_IMAGE_SIZE
 
@@ -225,7 +226,7 @@ def test_clip_guidance_changes_the_output_and_raises_the_mean_clip_score(engine_
     assert guided.timings["clip_guidance"] > 0
 
 
-@pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M Karras", "UniPC", "LMS", "Heun", "PNDM"])
+@pytest.mark.parametrize("sampler", CLIP_GUIDANCE_TESTED_SAMPLERS)
 def test_clip_guidance_works_with_the_deterministic_samplers(engine_model, make_request, sampler):
     plain = generate(engine_model, make_request(sampler=sampler, steps=4))
     guided = generate(engine_model, make_request(sampler=sampler, steps=4, clip_guidance_scale=1000,

@@ -1,0 +1,96 @@
+"""Who may do what, over every endpoint and method: the owner, another person, an anonymous
+client and staff. Anything a person may not see is a 404; what they see but may not change
+is a 403."""
+
+import pytest
+from django.test import override_settings
+
+from gallery.models import Album, AlbumItem, Image
+from generation.services import submit_generation
+from tests.api.conftest import client_for, make_image
+
+ACTORS = ("owner", "other", "anonymous", "staff")
+
+# method, path, body, expected status for (owner, other, anonymous, staff)
+MATRIX = [
+    ("get", "/api/v1/me/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/models/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/models/tiny/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/generations/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/generations/", {"prompt": "a red circle", "steps": 2}, (202, 202, 401, 202)),
+    ("get", "/api/v1/generations/{job}/", None, (200, 404, 401, 200)),
+    ("post", "/api/v1/generations/{job}/cancel/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/images/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/images/{private}/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/images/{public}/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/images/{hidden}/", None, (200, 404, 401, 200)),
+    ("patch", "/api/v1/images/{private}/", {"saved": True}, (200, 404, 401, 403)),
+    ("patch", "/api/v1/images/{public}/", {"visibility": "unlisted"}, (200, 403, 401, 403)),
+    ("delete", "/api/v1/images/{private}/", None, (204, 404, 401, 403)),
+    ("delete", "/api/v1/images/{public}/", None, (204, 403, 401, 403)),
+    ("get", "/api/v1/images/{private}/file/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/images/{public}/file/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/images/{public}/like/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/images/{private}/like/", None, (200, 404, 401, 200)),
+    ("delete", "/api/v1/images/{public}/like/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/images/{public}/report/", {"reason": "spam"}, (400, 201, 401, 201)),
+    ("post", "/api/v1/images/{private}/report/", {"reason": "spam"}, (400, 404, 401, 201)),
+    ("get", "/api/v1/likes/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/reports/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/albums/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/albums/", {"title": "New"}, (201, 201, 401, 201)),
+    ("get", "/api/v1/albums/{album_private}/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/albums/{album_public}/", None, (200, 200, 401, 200)),
+    ("patch", "/api/v1/albums/{album_private}/", {"title": "Renamed"}, (200, 404, 401, 403)),
+    ("patch", "/api/v1/albums/{album_public}/", {"title": "Renamed"}, (200, 403, 401, 403)),
+    ("delete", "/api/v1/albums/{album_private}/", None, (204, 404, 401, 403)),
+    ("delete", "/api/v1/albums/{album_public}/", None, (204, 403, 401, 403)),
+    ("post", "/api/v1/albums/{album_private}/images/", {"images": ["{public}"]}, (200, 404, 401, 403)),
+    ("delete", "/api/v1/albums/{album_private}/images/{private}/", None, (204, 404, 401, 403)),
+    ("post", "/api/v1/albums/{album_private}/order/", {"images": ["{private}"]}, (200, 404, 401, 403)),
+    ("get", "/api/v1/explore/", None, (200, 200, 401, 200)),
+    ("get", "/sdapi/v1/sd-models", None, (200, 200, 401, 200)),
+    ("get", "/sdapi/v1/samplers", None, (200, 200, 401, 200)),
+    ("get", "/sdapi/v1/schedulers", None, (200, 200, 401, 200)),
+    ("get", "/sdapi/v1/options", None, (200, 200, 401, 200)),
+    ("post", "/sdapi/v1/options", {"sd_model_checkpoint": "tiny"}, (200, 200, 401, 200)),
+    ("get", "/sdapi/v1/progress", None, (200, 200, 401, 200)),
+    ("post", "/sdapi/v1/interrupt", None, (200, 200, 401, 200)),
+    ("post", "/sdapi/v1/txt2img", {"prompt": "a red circle", "steps": 2}, (202, 202, 401, 202)),
+]
+
+
+@pytest.fixture
+def world(tiny_model, alice, bob, staff):
+    private = make_image(alice)
+    public = make_image(alice, visibility=Image.Visibility.PUBLIC, saved=True)
+    hidden = make_image(alice, visibility=Image.Visibility.PUBLIC, saved=True, hidden=True)
+    album_private = Album.objects.create(owner=alice, title="Mine")
+    AlbumItem.objects.create(album=album_private, image=private, position=1)
+    album_public = Album.objects.create(owner=alice, title="Shared", visibility=Album.Visibility.PUBLIC)
+    job = submit_generation(alice, {"prompt": "a blue square", "steps": 2})
+    ids = {"private": private.pk, "public": public.pk, "hidden": hidden.pk, "album_private": album_private.pk,
+           "album_public": album_public.pk, "job": job.pk}
+    return {"ids": ids, "people": {"owner": alice, "other": bob, "anonymous": None, "staff": staff}}
+
+
+def fill(value, ids):
+    if isinstance(value, str):
+        return int(value.strip("{}").join(["", ""]) and ids[value.strip("{}")]) if value.startswith("{") \
+            else value.format(**ids)
+    if isinstance(value, list):
+        return [fill(item, ids) for item in value]
+    if isinstance(value, dict):
+        return {key: fill(item, ids) for key, item in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("actor_index, actor", list(enumerate(ACTORS)))
+@pytest.mark.parametrize("method, path, body, expected", MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+@override_settings(LDM_A1111_TIMEOUT_SECONDS=0)
+def test_the_permission_matrix(world, method, path, body, expected, actor_index, actor):
+    client = client_for(world["people"][actor])
+    url = path.format(**world["ids"])
+    kwargs = {"format": "json"} if body is not None else {}
+    response = getattr(client, method)(url, fill(body, world["ids"]) if body is not None else None, **kwargs)
+    assert response.status_code == expected[actor_index], (actor, url, getattr(response, "content", b"")[:300])

@@ -1,0 +1,59 @@
+"""Smoke test of the shipped model: plain diffusers loads it and a few prompts come out right."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from generation.diffusion import dataset as d
+from generation.diffusion import evaluate as e
+
+MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
+
+pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reason="built-in model not exported yet")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_directory_is_a_plain_small_pipeline_with_clip_and_preview_factors():
+    from transformers import CLIPModel, CLIPTokenizer
+
+    size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
+    assert size < 30e6
+    index = json.loads((MODEL / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] or index.get("safety_checker") in (None, [None, None])
+    clip = CLIPModel.from_pretrained(MODEL / "clip")
+    assert clip.config.vision_config.image_size == 64
+    assert CLIPTokenizer.from_pretrained(MODEL / "tokenizer").model_max_length == 16
+    preview = json.loads((MODEL / "latent_preview.json").read_text())
+    assert np.array(preview["matrix"]).shape == (4, 3) and len(preview["bias"]) == 3
+
+
+def test_shipped_model_paints_the_asked_colours(pipe):
+    wanted = [
+        {"size": "large", "color": "red", "shape": "square", "position": "in the center", "background": "white"},
+        {"size": "large", "color": "blue", "shape": "circle", "position": "in the center", "background": "yellow"},
+        {"size": "large", "color": "yellow", "shape": "square", "position": "in the center", "background": "black"},
+        {"size": "large", "color": "green", "shape": "circle", "position": "in the center", "background": "purple"},
+    ]
+    images = e.pipeline_images(pipe, wanted, seed=0, steps=15, guidance_scale=7.0, batch_size=4)
+    judged = [e.judge(im) for im in images]
+    assert sum(j["background"] == w["background"] for j, w in zip(judged, wanted)) >= 3, judged
+    assert sum(j["color"] == w["color"] for j, w in zip(judged, wanted)) >= 3, judged
+
+
+def test_changing_one_word_changes_the_image(pipe):
+    prompts = ["a large red circle in the center on a white background", "a large blue circle in the center on a white background"]
+    out = pipe(prompts, num_inference_steps=10, guidance_scale=7.0, generator=[torch.Generator().manual_seed(3)] * 2, output_type="np").images
+    assert np.abs(out[0] - out[1]).mean() > 0.02
