@@ -118,6 +118,13 @@ class AlbumAdmin(admin.ModelAdmin):
     inlines = [AlbumItemInline]
 
 
+@admin.register(AlbumItem)
+class AlbumItemAdmin(admin.ModelAdmin):
+    list_display = ("id", "album", "image", "position", "added_at")
+    search_fields = ("album__title", "album__owner__username")
+    raw_id_fields = ("album", "image")
+
+
 @admin.register(Like)
 class LikeAdmin(admin.ModelAdmin):
     list_display = ("id", "user", "image", "created_at")

@@ -10,7 +10,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -131,22 +132,22 @@ class ImageDetail(APIView):
         return Response(status=204)
 
 
-class PNGRenderer(BaseRenderer):
-    """Lets a client ask for `Accept: image/png`; errors are still JSON."""
+class JSONErrorsOnly(BaseContentNegotiation):
+    """The file is the answer whatever the client accepts (`Accept: image/png` included); only
+    errors are rendered, always as JSON."""
 
-    media_type = "image/png"
-    format = "png"
-    charset = None
-    render_style = "binary"
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return JSONRenderer().render(data) if not isinstance(data, bytes) else data
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 @extend_schema(tags=["images"], summary="Download the original PNG, generation parameters embedded",
                responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The PNG")})
 class ImageFile(APIView):
-    renderer_classes = [JSONRenderer, PNGRenderer]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONErrorsOnly
 
     def get(self, request, pk):
         image = visible_image(request, pk)

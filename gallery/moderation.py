@@ -409,8 +409,9 @@ def check_prompt(user, prompt: str, negative_prompt: str = "") -> None:
     entry, field, matched = found
     if entry.action == BlocklistEntry.Action.REJECT_AND_FLAG:
         with transaction.atomic():
-            flagged = FlaggedPrompt.objects.create(user=user, prompt=prompt or "", negative_prompt=negative_prompt or "",
-                                                   entry=entry, pattern=entry.pattern, matched=matched[:200])
+            flagged = FlaggedPrompt.objects.create(
+                user=user, prompt=prompt or "", negative_prompt=negative_prompt or "", entry=entry,
+                pattern=entry.pattern, matched=matched[:200])
             record(Action.PROMPT_FLAGGED, actor=None, via=Via.SYSTEM if user is not None else Via.COMMAND,
                    target=flagged, subject=user, reason=f"matched {entry.pattern!r}", entry=entry.pk)
     raise PromptBlocked({field: blocked_message(field, matched)})
@@ -437,7 +438,7 @@ def save_blocklist_entry(entry: BlocklistEntry, actor, via: str = Via.PAGE) -> B
             entry.created_by = actor
         entry.save()
         record(Action.BLOCKLIST_ADD if adding else Action.BLOCKLIST_CHANGE, actor=actor, via=via, target=entry,
-               kind=entry.kind, action=entry.action, whole_word=entry.whole_word, enabled=entry.enabled)
+               kind=entry.kind, entry_action=entry.action, whole_word=entry.whole_word, enabled=entry.enabled)
     return entry
 
 

@@ -20,8 +20,8 @@ class ImageSerializer(serializers.ModelSerializer):
     thumbnail = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
     owner = serializers.CharField(source="owner.username", read_only=True)
-    model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    generation = serializers.PrimaryKeyRelatedField(read_only=True)
+    model = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    generation = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     liked = serializers.SerializerMethodField(help_text="Whether you like it")
 
     class Meta:
@@ -65,7 +65,7 @@ class LikeStateSerializer(serializers.Serializer):
 
 class AlbumSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
-    cover = serializers.PrimaryKeyRelatedField(read_only=True)
+    cover = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     image_count = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 

@@ -55,6 +55,11 @@ class DiffusionModel(models.Model):
     default_sampler = models.CharField(max_length=40, default="DPM++ 2M Karras")
     default_guidance_scale = models.FloatField(default=7.0)
     has_clip = models.BooleanField(default=False, help_text="A CLIP model is available for guidance and scores")
+    queue_name = models.SlugField(
+        max_length=60, default="default",
+        help_text="Job queue for this model: workers started with `rundramatiq --queues <name>` serve it "
+                  "(list extra queues in LDM_JOB_QUEUES)",
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -160,3 +165,25 @@ class Generation(models.Model):
         Generation.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
         self.event_seq = Generation.objects.values_list("event_seq", flat=True).get(pk=self.pk)
         return self.event_seq
+
+
+class WorkerStatus(models.Model):
+    """A live worker (thread pool of one process): what it serves and what it is doing.
+
+    Upserted every few seconds by `generation.workers.WorkerStatusMiddleware`; rows whose
+    heartbeat stopped are shown as gone on the staff workers page.
+    """
+
+    identity = models.CharField(max_length=200, unique=True, help_text="host:pid")
+    queues = models.JSONField(default=list)
+    resident_models = models.JSONField(default=list, help_text="Resident models (sources)")
+    current_jobs = models.JSONField(default=list)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["identity"]
+        verbose_name_plural = "worker statuses"
+
+    def __str__(self):
+        return self.identity

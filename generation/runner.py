@@ -104,6 +104,16 @@ def finish(job: Generation, worker: str, **changes) -> bool:
 
 def execute_generation(job: Generation, worker: str) -> None:
     """Run a job this worker has claimed, from model load to stored images."""
+    from generation.workers import RUNNING_JOBS
+
+    RUNNING_JOBS[threading.current_thread().name] = job.pk
+    try:
+        run_claimed_job(job, worker)
+    finally:
+        RUNNING_JOBS.pop(threading.current_thread().name, None)
+
+
+def run_claimed_job(job: Generation, worker: str) -> None:
     from gallery.moderation import store_checked_image
     from generation.diffusion import GenerationCancelled, generate
 

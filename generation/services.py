@@ -87,6 +87,8 @@ def submit_generation(owner, raw: Mapping[str, Any], model: DiffusionModel | Non
                             "Wait for one to finish or cancel one."},
                 status=429,
             )
+        from ldmsite.api_throttling import check_daily_image_quota  # late: keeps DRF out of worker start-up
+        check_daily_image_quota(owner, request.num_images)  # same transaction and lock: a burst cannot pass it
         job = Generation.objects.create(
             owner=owner, model=model, params=request.to_dict(), total_steps=request.steps,
         )
@@ -104,10 +106,16 @@ def announce_queued(job: Generation) -> None:
 
 
 def nudge(job: Generation) -> None:
+    """Send a queue message for the job, on its model's queue."""
+    import dramatiq
+
     from generation.tasks import run_generation
 
     Generation.objects.filter(pk=job.pk).update(nudged_at=timezone.now())
-    run_generation.send(job.pk)
+    queue = DiffusionModel.objects.values_list("queue_name", flat=True).get(pk=job.model_id) or "default"
+    broker = dramatiq.get_broker()
+    broker.declare_queue(queue)
+    broker.enqueue(run_generation.message(job.pk).copy(queue_name=queue))
 
 
 # --- The fair queue ---------------------------------------------------------------

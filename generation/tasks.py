@@ -39,3 +39,8 @@ def run_generation(job_id: int) -> None:
         return
     announce_positions(model_id)
     execute_generation(job, worker)
+
+
+# Declare the model queues so workers consume them (`rundramatiq --queues` picks a subset).
+for _queue in settings.LDM_JOB_QUEUES:
+    dramatiq.get_broker().declare_queue(_queue)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("generations/", views.jobs, name="jobs"),
     path("generations/<int:pk>/", views.detail, name="detail"),
     path("generations/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("workers/", views.workers, name="workers"),
 ]

@@ -1,5 +1,6 @@
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -117,3 +118,25 @@ def import_png(request):
     if not fields:
         return JsonResponse({"errors": {"file": "has no generation parameters in it"}}, status=400)
     return JsonResponse({"fields": fields})
+
+
+@login_required
+def workers(request):
+    """Staff: live workers, the queues and models they serve, what they are running."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from generation.models import WorkerStatus
+
+    if not request.user.is_staff:
+        raise Http404
+    alive_after = timezone.now() - timedelta(seconds=settings.LDM_HEARTBEAT_TIMEOUT_SECONDS)
+    statuses = list(WorkerStatus.objects.all())
+    for status in statuses:
+        status.alive = status.heartbeat_at >= alive_after
+    queued = {row["model__name"]: row["n"] for row in Generation.objects.filter(status="queued")
+              .values("model__name").annotate(n=Count("pk"))}
+    return render(request, "generation/workers.html", {"statuses": statuses, "queued": queued,
+                                                       "running": Generation.objects.filter(status="running").count()})

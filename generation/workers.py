@@ -7,6 +7,7 @@ import socket
 import threading
 
 import dramatiq
+from dramatiq.middleware import Middleware
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +54,60 @@ def start_recovery_loop(interval: float) -> threading.Thread:
     thread = threading.Thread(target=loop, name="job-recovery", daemon=True)
     thread.start()
     return thread
+
+
+# Jobs running in this process, by thread, for the worker status page.
+RUNNING_JOBS: dict[str, int] = {}
+
+
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class WorkerStatusMiddleware(Middleware):
+    """Keeps a `WorkerStatus` row per worker process fresh while it runs (staff workers page)."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker, worker):
+        from django.conf import settings
+
+        self._stop.clear()
+        queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+        thread = threading.Thread(target=self._report, args=(queues, settings.LDM_HEARTBEAT_SECONDS),
+                                  name="worker-status", daemon=True)
+        thread.start()
+
+    def before_worker_shutdown(self, broker, worker):
+        from django.db import close_old_connections
+
+        from generation.models import WorkerStatus
+
+        self._stop.set()
+        try:
+            WorkerStatus.objects.filter(identity=process_identity()).delete()
+        except Exception:
+            logger.warning("Could not remove this worker's status row", exc_info=True)
+        finally:
+            close_old_connections()
+
+    def _report(self, queues, interval):
+        from django.db import close_old_connections
+        from django.utils import timezone
+
+        from generation.models import WorkerStatus
+        from generation.runner import model_cache
+
+        started = timezone.now()
+        while not self._stop.is_set():
+            try:
+                WorkerStatus.objects.update_or_create(identity=process_identity(), defaults={
+                    "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": model_cache().sources(),
+                    "current_jobs": sorted(RUNNING_JOBS.values()), "heartbeat_at": timezone.now(),
+                    "started_at": started})
+            except Exception:
+                logger.warning("Could not record worker status", exc_info=True)
+            finally:
+                close_old_connections()
+            self._stop.wait(interval)

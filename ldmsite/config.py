@@ -158,6 +158,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LDM_MODEL_CACHE_MB", "8192", int_parser(1),
              "Memory budget of each worker's resident model cache; least recently used models are evicted "
              "beyond it."),
+    Variable("LDM_JOB_QUEUES", "default", parse_list,
+             "Job queues this process knows. Give models their own queue (admin: queue name) and start "
+             "workers with `rundramatiq --queues NAME` to route models to the hosts that serve them."),
     Variable("LDM_MAX_ACTIVE_JOBS", "20", int_parser(1, 10000),
              "Queued plus running jobs one person may have at once."),
     Variable("LDM_JOB_MAX_ATTEMPTS", "3", int_parser(1, 100),
@@ -174,6 +177,14 @@ VARIABLES: tuple[Variable, ...] = (
              "How often the web process looks for lost or stuck jobs."),
     Variable("LDM_UNSAVED_RETENTION_DAYS", "30", int_parser(1),
              "Unsaved private images older than this are deleted by `manage.py purge_unsaved`."),
+    Variable("LDM_S3_BUCKET", None, parse_text,
+             "Store media (images, thumbnails) in this S3-compatible bucket instead of `$LDM_DATA_DIR/media`, "
+             "so workers on other hosts write what the web tier serves."),
+    Variable("LDM_S3_ENDPOINT_URL", None, url_parser(("http", "https")),
+             "S3 endpoint for non-AWS object stores (MinIO, Ceph, …). Unset: AWS."),
+    Variable("LDM_S3_REGION", "us-east-1", parse_text, "S3 region."),
+    Variable("LDM_S3_ACCESS_KEY", None, parse_text, "S3 access key id (unset: boto3's usual credential chain)."),
+    Variable("LDM_S3_SECRET_KEY", None, parse_text, "S3 secret access key."),
     Variable("LDM_LOGIN_FAILURE_LIMIT", "5", int_parser(1, 1000),
              "Failed logins for one username from one address before it is locked out."),
     Variable("LDM_LOGIN_COOLOFF_MINUTES", "15", int_parser(1, 100000),

@@ -118,7 +118,25 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missi
 # Serve straight from the source folders, so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = DATA_DIR / "media"
-MEDIA_URL = "/media/"
+MEDIA_URL = "/media/"  # never served directly: gallery views check permissions and stream files
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if CONFIG["LDM_S3_BUCKET"]:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CONFIG["LDM_S3_BUCKET"],
+            "endpoint_url": CONFIG["LDM_S3_ENDPOINT_URL"],
+            "region_name": CONFIG["LDM_S3_REGION"],
+            "access_key": CONFIG["LDM_S3_ACCESS_KEY"],
+            "secret_key": CONFIG["LDM_S3_SECRET_KEY"],
+            "default_acl": "private",
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
 
 # --- Security -----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -144,6 +162,7 @@ DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.Retries",
     "dramatiq.middleware.ShutdownNotifications",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
+    "generation.workers.WorkerStatusMiddleware",
 ]
 if SCALE_OUT:
     DRAMATIQ_BROKER = {
@@ -179,6 +198,7 @@ LDM_HEARTBEAT_SECONDS = CONFIG["LDM_HEARTBEAT_SECONDS"]
 LDM_HEARTBEAT_TIMEOUT_SECONDS = CONFIG["LDM_HEARTBEAT_TIMEOUT_SECONDS"]
 LDM_REQUEUE_AFTER_SECONDS = CONFIG["LDM_REQUEUE_AFTER_SECONDS"]
 LDM_RECOVERY_INTERVAL_SECONDS = CONFIG["LDM_RECOVERY_INTERVAL_SECONDS"]
+LDM_JOB_QUEUES = CONFIG["LDM_JOB_QUEUES"] or ["default"]
 LDM_UNSAVED_RETENTION_DAYS = CONFIG["LDM_UNSAVED_RETENTION_DAYS"]
 LDM_OUTPUT_CHECK = CONFIG["LDM_OUTPUT_CHECK"]  # see gallery/moderation.py
 LDM_BUILTIN_MODEL_DIR = BASE_DIR / "generation" / "builtin_model"

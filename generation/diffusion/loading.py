@@ -175,7 +175,7 @@ def directory_content_hash(path: str | Path) -> str:
 def _looks_like_path(source: str) -> bool:
     """Hub ids are ``name`` or ``owner/name``; anything else is meant as a filesystem path."""
     return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
-            or Path(source).expanduser().exists())
+            or Path(source).expanduser().exists() or Path(source.split("/")[0]).is_dir())
 
 
 def _resolve_source(source: str, local_files_only: bool | None) -> tuple[Path, str | None]:

@@ -19,6 +19,12 @@ ALL_SCOPES = ("read", "generate", "write")
 
 
 @pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    """People are made by the dozen here; the real password hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_limits(settings):
     """Throttle counters live in the cache: start every test from zero, with roomy limits."""
     settings.LDM_API_RATE = "10000/minute"

@@ -10,7 +10,8 @@ from PIL import Image
 from generation.diffusion import read_png_parameters
 from tests.generation.diffusion.tiny import build_tiny_pipeline
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+# The command checks prompts against the moderation blocklist, which lives in the database.
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.django_db]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,6 @@ def test_invalid_options_are_reported_by_field(model_dir, tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
-@pytest.mark.django_db
 def test_an_unloadable_model_is_a_clear_command_error(tmp_path, monkeypatch):
     import diffusers
 
@@ -77,7 +77,6 @@ def test_an_unloadable_model_is_a_clear_command_error(tmp_path, monkeypatch):
         run("x", model="no-such-org/no-such-model", out=str(tmp_path))
 
 
-@pytest.mark.django_db
 def test_a_registered_model_is_used_by_its_slug_with_its_limits(model_dir, tmp_path):
     from generation.models import DiffusionModel
 

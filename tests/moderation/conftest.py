@@ -9,6 +9,12 @@ from tests.generation.conftest import (alice, bob, broker, staff, tiny_model, ti
                                        worker)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """The suite makes many accounts; real hashing costs seconds each on a busy machine."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def client_for(user) -> Client:
     client = Client()
     client.force_login(user)

@@ -3,7 +3,7 @@ import pytest
 from tests.generation.diffusion.tiny import build_tiny_pipeline
 from tests.scale_out.harness import build_stack
 
-FAST_RECOVERY = dict(LDM_HEARTBEAT_SECONDS="1", LDM_HEARTBEAT_TIMEOUT_SECONDS="4", LDM_RECOVERY_INTERVAL_SECONDS="1",
+FAST_RECOVERY = dict(LDM_HEARTBEAT_SECONDS="1", LDM_HEARTBEAT_TIMEOUT_SECONDS="12", LDM_RECOVERY_INTERVAL_SECONDS="1",
                      LDM_REQUEUE_AFTER_SECONDS="5")
 
 

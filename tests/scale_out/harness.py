@@ -160,6 +160,10 @@ class Stack:
         assert response.ok and "sessionid" in session.cookies, response.text[:500]
         return session
 
+    def sign_in_as_new(self, username: str) -> requests.Session:
+        self.create_user(username)
+        return self.sign_in(username)
+
     def submit(self, session: requests.Session, **fields) -> int:
         data = {"model": "tiny", "prompt": "a red circle", "width": "32", "height": "32", "steps": "4",
                 "guidance_scale": "5", "sampler": "Euler", "seed": "5", "num_images": "1", "eta": "0"}

@@ -21,13 +21,15 @@ from pathlib import Path
 
 from generation.diffusion.training.presets import PRESETS, get_preset
 
-STAGE_CHOICES = ("tokenizer", "clip", "vae", "unet", "export")
+STAGE_CHOICES = ("tokenizer", "clip", "vae", "vae_decoder", "unet", "export")
+# vae_decoder (decoder-only refinement until the VAE gate passes) runs only when named.
+DEFAULT_STAGES = ("tokenizer", "clip", "vae", "unet", "export")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="python -m generation.diffusion.training", description=__doc__.split("\n\n")[1])
     p.add_argument("--preset", default="builtin", choices=sorted(PRESETS), help="training configuration (default: builtin)")
-    p.add_argument("--stages", default="all", help="comma-separated subset of tokenizer,clip,vae,unet,export (default: all)")
+    p.add_argument("--stages", default="all", help="comma-separated subset of tokenizer,clip,vae,vae_decoder,unet,export (default: all = all but vae_decoder)")
     p.add_argument("--work-dir", default="var/train/builtin", help="stage outputs, checkpoints and samples")
     p.add_argument("--export-dir", default=None, help="where the export stage writes the pipeline (default: WORK_DIR/pipeline)")
     p.add_argument("--data", default=None, help="a folder of images with same-named .txt captions, or with metadata.jsonl (default: the procedural shapes)")
@@ -38,7 +40,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--clip-steps", type=int, default=None)
     p.add_argument("--vae-steps", type=int, default=None)
+    p.add_argument("--vae-decoder-steps", type=int, default=900, help="steps of the optional vae_decoder stage")
+    p.add_argument("--vae-max-steps", type=int, default=None, help="cap on VAE steps while its gate fails")
     p.add_argument("--unet-steps", type=int, default=None)
+    p.add_argument("--unet-latent-bank", type=int, default=None, help="dataset images encoded once for the UNet stage")
     p.add_argument("--unet-batch", type=int, default=None)
     p.add_argument("--fp32", action="store_true", help="export fp32 weights instead of fp16")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
@@ -94,13 +99,16 @@ def run(args: argparse.Namespace) -> dict:
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         unet_batch=args.unet_batch,
+        unet_latent_bank=args.unet_latent_bank,
     )
     if args.vae_steps is not None:
         cfg = cfg.with_overrides(vae_max_steps=max(cfg.vae_max_steps, args.vae_steps))
+    if args.vae_max_steps is not None:
+        cfg = cfg.with_overrides(vae_max_steps=args.vae_max_steps)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = FolderData(args.data, cfg.resolution, p_empty=cfg.p_empty) if args.data else ShapesData(cfg.p_full, cfg.p_empty)
-    wanted = STAGE_CHOICES if args.stages == "all" else tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    wanted = DEFAULT_STAGES if args.stages == "all" else tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = set(wanted) - set(STAGE_CHOICES)
     if unknown:
         raise SystemExit(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGE_CHOICES)}")
@@ -116,6 +124,8 @@ def run(args: argparse.Namespace) -> dict:
             S.train_clip(cfg, work_dir, data, resume=args.resume)
         elif stage == "vae":
             S.train_vae(cfg, work_dir, data, resume=args.resume, enforce_gate=not args.no_vae_gate)
+        elif stage == "vae_decoder":
+            S.finetune_vae_decoder(cfg, work_dir, data, args.vae_decoder_steps, resume=args.resume)
         elif stage == "unet":
             S.train_unet(cfg, work_dir, data, resume=args.resume)
         elif stage == "export":

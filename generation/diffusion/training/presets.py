@@ -34,29 +34,30 @@ class TrainConfig:
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
+    vae_edge_weight: float = 9.0
     vae_gate: float = 0.99
     vae_gate_images: int = 400
     vae_bf16: bool = False
 
     # UNet (text-conditioned, cross-attention at 16x16 and 8x8, pooled text added to the time embedding)
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (16, 32, 64)
     unet_down_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     unet_up_blocks: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     unet_layers: int = 1
     unet_norm_groups: int = 8
-    unet_head_dim: int = 32
-    unet_steps: int = 1500
-    unet_batch: int = 48
-    unet_lr: float = 5e-4
+    unet_head_dim: int = 16
+    unet_steps: int = 4000
+    unet_batch: int = 32
+    unet_lr: float = 1e-3
     unet_ema: float = 0.999
-    unet_latent_bank: int = 12000  # dataset images encoded once; latents sampled from their posteriors
+    unet_latent_bank: int = 8000  # dataset images encoded once; latents sampled from their posteriors
     p_full: float = 0.6
     p_empty: float = 0.1  # caption dropout for classifier-free guidance
     unet_bf16: bool = False
 
     # bookkeeping
     checkpoint_every: int = 100
-    sample_every: int = 400
+    sample_every: int = 500
     log_every: int = 20
     num_train_timesteps: int = 1000
 

@@ -1,0 +1,62 @@
+"""Queue routing per model, and the staff workers page fed by live worker status."""
+
+import dramatiq
+import pytest
+from django.urls import reverse
+
+from generation.models import Generation, WorkerStatus
+from generation.services import submit_generation
+from tests.generation.conftest import run_queue
+
+
+def test_a_models_jobs_go_to_its_own_queue(tiny_model, alice, broker, django_capture_on_commit_callbacks):
+    tiny_model.queue_name = "big-gpu"
+    tiny_model.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        submit_generation(alice, {"prompt": "a red circle", "steps": 2})
+    assert broker.queues["big-gpu"].qsize() == 1
+    assert broker.queues["default"].qsize() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_serves_only_its_queues(tiny_model, alice, broker):
+    tiny_model.queue_name = "big-gpu"
+    tiny_model.save()
+    default_only = dramatiq.Worker(broker, worker_threads=1, queues={"default"})
+    default_only.start()
+    try:
+        job = submit_generation(alice, {"prompt": "a red circle", "steps": 2, "width": 32, "height": 32})
+        broker.join("default")
+        default_only.join()
+        job.refresh_from_db()
+        assert job.status == Generation.Status.QUEUED, "a worker without the queue leaves the job alone"
+    finally:
+        default_only.stop()
+    serving = dramatiq.Worker(broker, worker_threads=1, queues={"big-gpu"})
+    serving.start()
+    try:
+        broker.join("big-gpu", timeout=120_000)
+        serving.join()
+    finally:
+        serving.stop()
+    job.refresh_from_db()
+    assert job.status == Generation.Status.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_see_live_workers_with_their_models_and_others_cannot(tiny_model, alice, staff, broker, worker,
+                                                                    client, settings):
+    settings.LDM_HEARTBEAT_SECONDS = 1
+    submit_generation(alice, {"prompt": "a red circle", "steps": 2, "width": 32, "height": 32})
+    run_queue(broker, worker)
+    import time
+
+    deadline = time.monotonic() + 10
+    while not any(tiny_model.source in s.resident_models for s in WorkerStatus.objects.all()):
+        assert time.monotonic() < deadline, list(WorkerStatus.objects.values())
+        time.sleep(0.2)
+    client.force_login(alice)
+    assert client.get(reverse("generation:workers")).status_code == 404
+    client.force_login(staff)
+    page = client.get(reverse("generation:workers")).content.decode()
+    assert "alive" in page and tiny_model.source in page and "default" in page
