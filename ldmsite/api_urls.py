@@ -5,8 +5,8 @@ rather than a database overflow.
 """
 
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 from django.urls import Resolver404, path, re_path, register_converter, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gallery import api as gallery_api

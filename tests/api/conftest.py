@@ -2,6 +2,8 @@
 and images made without running a job."""
 
 import io
+import os
+import tempfile
 
 import pytest
 from django.core.cache import cache
@@ -16,6 +18,9 @@ from tests.generation.conftest import *  # noqa: F401,F403 — tiny_model, alice
 from tests.generation.conftest import run_queue  # noqa: F401
 
 ALL_SCOPES = ("read", "generate", "write")
+
+# Hypothesis (under schemathesis) keeps caches in ./.hypothesis by default: not in the work tree.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "ldmsite-hypothesis"))
 
 
 @pytest.fixture(autouse=True)

@@ -66,6 +66,7 @@ class Progress:
         self.stage, self.total, self.start, self.every, self.width = stage, total, start, max(1, every), width
         self.stream = stream or sys.stderr
         self.max_threads = torch.get_num_threads() if os.environ.get("LDM_ADAPT_THREADS", "1") != "0" else None
+        adapt_threads(self.max_threads)
         self.t0 = time.time()
         self.losses: list[float] = []
 

@@ -32,6 +32,7 @@ def trained(tmp_path_factory):
     S.train_clip(cfg, work, data)
     S.train_vae(cfg, work, data)
     S.train_unet(cfg, work, data)
+    S.finetune_vae_decoder(cfg, work, data, steps=4, gate_every=4)
     S.export_pipeline(cfg, work, work / "pipeline", data)
     yield cfg, work, json.loads((work / "stages.json").read_text())
     torch.set_num_threads(threads)
@@ -59,6 +60,21 @@ def test_vae_records_its_measured_scaling_factor_and_gate(trained):
     vae = S.load_vae(work)
     assert vae.config.scaling_factor == pytest.approx(record["vae"]["scaling_factor"])
     assert record["vae"]["gate"] and set(d.ATTRIBUTES) <= set(record["vae"]["gate"][-1])
+
+
+def test_decoder_refinement_keeps_the_encoder_and_is_what_export_ships(trained):
+    from diffusers import AutoencoderKL
+
+    _, work, record = trained
+    base, refined = S.load_vae(work), S.load_vae(work, prefer_decoder_finetune=True)
+    shipped = AutoencoderKL.from_pretrained(work / "pipeline" / "vae", torch_dtype=torch.float32)
+    for k, v in base.encoder.state_dict().items():
+        assert torch.equal(v, refined.encoder.state_dict()[k])
+    changed = [k for k, v in base.decoder.state_dict().items() if not torch.equal(v, refined.decoder.state_dict()[k])]
+    assert changed
+    k = changed[0]
+    torch.testing.assert_close(shipped.decoder.state_dict()[k], refined.decoder.state_dict()[k].half().float())
+    assert record["vae_decoder"]["steps"] == 4 and record["vae_decoder"]["gate"]
 
 
 def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
