@@ -79,3 +79,24 @@ def test_clients_reconnect_after_a_web_restart_and_resync_from_the_snapshot(stac
     assert snapshots[-1]["status"] in ("running", "succeeded")
     final = stack.job(session, job_id)
     assert final["status"] == "succeeded" and len(final["images"]) == 1
+
+
+def test_a_worker_asked_to_stop_finishes_its_job_first(stack):
+    import asyncio
+    import signal
+
+    from tests.scale_out.harness import follow
+
+    worker = stack.start_worker()
+    stack.create_user("ned")
+    session = stack.sign_in("ned")
+    job_id = stack.submit(session, steps=60, width=64, height=64)
+    asyncio.run(follow(stack, session, f"/ws/generations/{job_id}/",
+                       lambda ms: any(m["type"] == "generation.progress" for m in ms)))
+    import os
+
+    os.killpg(worker.pid, signal.SIGTERM)  # what `docker compose stop` sends
+    worker.wait(timeout=240)
+    state = stack.job(session, job_id)
+    assert state["status"] == "succeeded", "the job finished before the worker exited"
+    assert len(state["images"]) == 1
