@@ -5,6 +5,7 @@ the audit log: bulk actions as "bulk", single edits as "admin". The audit log it
 """
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
@@ -366,7 +367,10 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
 
-# --- Accounts: API tokens (registered here unless their app does it) --------------------------------
+# --- Accounts and generation models no other admin module registered ---------------------------------
+#
+# generation/admin.py is loaded before this module (INSTALLED_APPS order), so whatever it registers
+# is left alone; these are fallbacks for models it (or the accounts app) does not register.
 
 class AccessTokenAdmin(admin.ModelAdmin):
     list_display = ("name", "user", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
@@ -378,5 +382,20 @@ class AccessTokenAdmin(admin.ModelAdmin):
         return False  # a token is only useful to the person shown it once: they make their own
 
 
+def fallback_admin(model) -> type[admin.ModelAdmin]:
+    """A plain list of the model's first columns, filters on its flags and choices, search on its text."""
+    fields = [field for field in model._meta.concrete_fields if not field.many_to_many]
+    return type(f"{model.__name__}Admin", (admin.ModelAdmin,), {
+        "list_display": [field.name for field in fields[:8]],
+        "list_filter": [field.name for field in fields if field.choices or field.get_internal_type() == "BooleanField"],
+        "search_fields": [field.name for field in fields
+                          if field.get_internal_type() in ("CharField", "SlugField") and not field.choices][:4],
+    })
+
+
 if not admin.site.is_registered(AccessToken):
     admin.site.register(AccessToken, AccessTokenAdmin)
+for app_label in ("accounts", "generation"):
+    for unregistered in apps.get_app_config(app_label).get_models():
+        if not admin.site.is_registered(unregistered):
+            admin.site.register(unregistered, fallback_admin(unregistered))

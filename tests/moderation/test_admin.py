@@ -16,10 +16,13 @@ def run_action(client, model_name, action, ids, **extra):
                        follow=True)
 
 
-def test_every_gallery_and_account_model_is_in_the_admin(db):
+def test_every_gallery_account_and_generation_model_has_a_working_admin_list(people, public_image, admin_client):
     for app in ("gallery", "accounts", "generation"):
         for model in apps.get_app_config(app).get_models():
             assert admin.site.is_registered(model), model
+            url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+            assert admin_client.get(url).status_code == 200, url
+            assert admin_client.get(url, {"q": "x"}).status_code == 200, url
 
 
 def test_bulk_hide_and_unhide_do_what_the_page_does_and_are_logged_as_bulk(people, make_image, admin_client):
