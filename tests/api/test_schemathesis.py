@@ -72,3 +72,23 @@ def test_a_bounded_schemathesis_run_finds_no_server_error_and_no_schema_violatio
 
     assert operations >= 30, "every documented operation was exercised"
     assert not failures, f"{len(failures)} of {calls} calls failed:\n\n" + "\n\n".join(dict.fromkeys(failures))
+
+
+def test_the_schema_and_docs_are_public_and_describe_every_endpoint_and_its_auth(client):
+    schema = client.get("/api/schema/?format=json")
+    assert schema.status_code == 200
+    document = schema.json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["tokenAuth"] == {**schemes["tokenAuth"], "type": "http", "scheme": "bearer"}
+    assert schemes["basicTokenAuth"]["scheme"] == "basic"
+    paths = document["paths"]
+    for expected in ("/api/v1/generations/", "/api/v1/images/{id}/file/", "/api/v1/albums/{id}/images/",
+                     "/api/v1/explore/", "/api/v1/me/", "/sdapi/v1/txt2img", "/sdapi/v1/options"):
+        assert expected in paths
+    txt2img = paths["/sdapi/v1/txt2img"]["post"]
+    assert {"basicTokenAuth": []} in txt2img["security"] and "422" in txt2img["responses"]
+    create = paths["/api/v1/generations/"]["post"]
+    assert "202" in create["responses"] and "429" in create["responses"]
+    assert "Retry-After" in create["responses"]["429"]["headers"]
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger" in docs.content.lower()
