@@ -235,13 +235,31 @@ def encode_cursor(values: list) -> str:
 
 
 def decode_cursor(cursor: str, length: int) -> list | None:
+    """The position a cursor encodes, or None for anything malformed (the first page is shown).
+
+    The last value is an id, the one before it a timestamp, any before that a like count.
+    """
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
         return None
     if not isinstance(values, list) or len(values) != length:
         return None
-    return values
+    *counts, created, pk = values
+    if not isinstance(pk, int) or isinstance(pk, bool) or not 0 < pk < 2**63:
+        return None
+    if not isinstance(created, str) or parse_datetime_safely(created) is None:
+        return None
+    if any(not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2**63 for n in counts):
+        return None
+    return [*counts, parse_datetime_safely(created), pk]
+
+
+def parse_datetime_safely(text: str):
+    try:
+        return parse_datetime(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def search_images(queryset, query: str = "", model_slug: str = ""):
@@ -266,7 +284,6 @@ def explore(order: str = "newest", query: str = "", model_slug: str = "", cursor
         position = decode_cursor(cursor, 3) if cursor else None
         if position:
             likes, created, pk = position
-            created = parse_datetime(str(created))
             if created is not None:
                 images = images.filter(
                     Q(like_count__lt=likes) | Q(like_count=likes, created_at__lt=created)
@@ -276,7 +293,6 @@ def explore(order: str = "newest", query: str = "", model_slug: str = "", cursor
         position = decode_cursor(cursor, 2) if cursor else None
         if position:
             created, pk = position
-            created = parse_datetime(str(created))
             if created is not None:
                 images = images.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
     page = list(images[: limit + 1])

@@ -128,6 +128,10 @@ def test_a_broken_cursor_starts_from_the_beginning_instead_of_failing(people, ma
     assert Client().get(reverse("gallery:explore"), {"cursor": "%%%garbage"}).status_code == 200
     images, _ = services.explore(cursor="bm90IGpzb24")
     assert len(images) == 1
+    for nonsense in (["not a date", 5], ["2026-01-01T00:00:00", 10**30], [10**30, "2026-01-01T00:00:00", 1]):
+        order = "most_liked" if len(nonsense) == 3 else "newest"
+        images, _ = services.explore(order, cursor=services.encode_cursor(nonsense))
+        assert len(images) == 1
 
 
 def test_albums_add_reorder_cover_and_remove(people, make_image):
