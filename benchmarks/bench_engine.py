@@ -197,14 +197,15 @@ def sd15_unet(dtype: torch.dtype):
     return unet if dtype == torch.float32 else unet.to(dtype)
 
 
-def bench_sd15_step(dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+def bench_sd15_step(dtype: torch.dtype, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     """(median wall seconds, median CPU seconds of this process) per UNet step."""
     unet = sd15_unet(dtype)
     latents = torch.randn(2, 4, 64, 64, dtype=dtype)
     context = torch.randn(2, 77, 768, dtype=dtype)
     wall, cpu = [], []
     with torch.no_grad():
-        unet(latents, 500, encoder_hidden_states=context)  # warm-up
+        if warm_up:
+            unet(latents, 500, encoder_hidden_states=context)
         for _ in range(repeats):
             started, started_cpu = time.perf_counter(), time.process_time()
             unet(latents, 500, encoder_hidden_states=context)
@@ -265,16 +266,43 @@ def bench_model(args, repeats: int) -> None:
 def bench_sd15(args) -> None:
     print(f"\n== SD1.5-sized UNet (random weights), 512x512, CFG batch of 2, {torch.get_num_threads()} threads")
     fp32, fp32_cpu = bench_sd15_step(torch.float32, 1 if args.quick else 2)
-    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"fp32: {fp32:.2f} s/step wall, {fp32_cpu:.2f} CPU-seconds/step")
+    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"fp32: {fp32:.2f} s/step wall, {fp32_cpu:.2f} CPU-seconds/step", flush=True)
     sd_preview = bench_sd15_preview()
     print(f"preview per step: {sd_preview['latent_ms']:.2f} ms at 64x64 ({100 * sd_preview['latent_ms'] / 1000 / fp32:.3f} % "
           f"of an fp32 step), {sd_preview['256_ms']:.2f} ms scaled to 256 px "
-          f"({100 * sd_preview['256_ms'] / 1000 / fp32:.3f} %)")
-    if not args.quick:
+          f"({100 * sd_preview['256_ms'] / 1000 / fp32:.3f} %)", flush=True)
+    if args.quick:
+        return
+    if cpu_bf16_flags() or args.force_bf16_step or torch.cuda.is_available():
         bf16, bf16_cpu = bench_sd15_step(torch.bfloat16, 2)
         print(f"bf16: {bf16:.2f} s/step wall, {bf16_cpu:.2f} CPU-seconds/step "
               f"(fp32/bf16 time: {fp32 / bf16:.2f} wall, {fp32_cpu / bf16_cpu:.2f} CPU)")
+    else:
+        # Without hardware bf16 one SD1.5 step in bf16 ran for over 30 minutes here without finishing;
+        # time the two operations a UNet step is made of instead.
+        print("bf16: no hardware bf16 on this CPU; a whole step is impractical (--force-bf16-step tries).")
+        for name, (wall32, wall16) in bench_bf16_ops().items():
+            print(f"  {name}: fp32 {wall32 * 1000:.0f} ms, bf16 {wall16 * 1000:.0f} ms ({wall16 / wall32:.0f}x slower)")
+
+
+def bench_bf16_ops() -> dict[str, tuple[float, float]]:
+    """fp32 vs bf16 time of an SD1.5-sized 3x3 convolution and a 1024^3 matrix product."""
+    results = {}
+    for name, make in (
+        ("3x3 conv, 320 channels, 64x64", lambda dt: (torch.nn.Conv2d(320, 320, 3, padding=1).to(dt),
+                                                      torch.randn(1, 320, 64, 64, dtype=dt))),
+        ("matmul 1024x1024x1024", lambda dt: (lambda x: x @ x, torch.randn(1024, 1024, dtype=dt))),
+    ):
+        times = []
+        for dtype in (torch.float32, torch.bfloat16):
+            op, x = make(dtype)
+            with torch.no_grad():
+                if dtype == torch.float32:  # the bf16 runs take a minute: no warm-up, one run
+                    op(x)
+                times.append(min_time(lambda: op(x), 3 if dtype == torch.float32 else 1))
+        results[name] = (times[0], times[1])
+    return results
 
 
 def main() -> None:
@@ -286,6 +314,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 repeats; skip the bf16 SD1.5 step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--only", choices=["model", "sd15"], help="run only the model part or the SD1.5 part")
+    parser.add_argument("--force-bf16-step", action="store_true",
+                        help="time a whole SD1.5 bf16 step even without hardware bf16 (can take hours)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -281,8 +281,12 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
         if clock["first_step_end"] is None:
             clock["first_step_end"] = now
         clock["last_step_end"] = now
-        if should_cancel is not None and should_cancel():
-            raise GenerationCancelled(index + 1, total)
+        if should_cancel is not None:
+            asked = time.perf_counter()
+            cancel = should_cancel()
+            clock["caller"] += time.perf_counter() - asked
+            if cancel:
+                raise GenerationCancelled(index + 1, total)
         if on_progress is not None:
             last = observer.last
             latents = tensors["latents"]

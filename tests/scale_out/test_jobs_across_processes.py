@@ -4,6 +4,10 @@ process; workers killed with SIGKILL mid-job leave no job stuck and no image dup
 
 import asyncio
 
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+
 from tests.scale_out.harness import follow, kill_group
 
 

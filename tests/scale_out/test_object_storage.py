@@ -12,6 +12,7 @@ from tests.conftest import free_port, stop, wait_for_port
 from tests.scale_out.conftest import FAST_RECOVERY
 from tests.scale_out.harness import build_stack
 
+pytestmark = pytest.mark.timeout(900)
 BUCKET = "ldm-media"
 KEYS = dict(LDM_S3_ACCESS_KEY="test-access", LDM_S3_SECRET_KEY="test-secret", LDM_S3_REGION="us-east-1")
 

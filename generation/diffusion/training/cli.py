@@ -45,7 +45,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--unet-latent-bank", type=int, default=None, help="dataset images encoded once for the UNet stage")
     p.add_argument("--unet-batch", type=int, default=None)
-    p.add_argument("--fp32", action="store_true", help="export fp32 weights instead of fp16")
+    p.add_argument("--fp16", action="store_true", help="export fp16 weights (load them with torch_dtype=torch.float32 on a CPU)")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
     ft = p.add_argument_group("fine-tuning an existing pipeline (needs --data)")
     ft.add_argument("--finetune", default=None, metavar="PIPELINE", help="diffusers StableDiffusionPipeline directory or hub id whose UNet is fine-tuned")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
         elif stage == "unet":
             S.train_unet(cfg, work_dir, data, resume=args.resume)
         elif stage == "export":
-            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=not args.fp32)
+            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16)
         timings[stage] = round(time.time() - t0, 1)
         S.log(f"[{stage}] finished in {timings[stage]:.0f}s")
     S._record(work_dir, "wall_clock", **{f"{k}_seconds": v for k, v in timings.items()})

@@ -773,8 +773,14 @@ def fit_latent_preview(vae, data, seed: int, count: int = 256) -> dict:
     }
 
 
-def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp16: bool = True) -> Path:
-    """Write the plain ``StableDiffusionPipeline`` directory plus ``clip/`` and ``latent_preview.json``."""
+def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp16: bool = False) -> Path:
+    """Write the plain ``StableDiffusionPipeline`` directory plus ``clip/`` and ``latent_preview.json``.
+
+    fp32 by default: the whole model is ~13 MB in fp32, and with fp16 files a
+    plain ``StableDiffusionPipeline.from_pretrained(dir)`` (no ``torch_dtype``)
+    upcasts the UNet but keeps the text encoder in fp16, and fails on a CPU
+    with a Half/Float matmul mismatch (transformers 5.24 / diffusers 0.42).
+    """
     from diffusers import StableDiffusionPipeline
 
     export_dir = Path(export_dir)
