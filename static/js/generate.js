@@ -57,6 +57,7 @@
       if (response.status === 202 && body.job) {
         currentJob = body.job.job;
         $("results").innerHTML = "";
+        $("preview").hidden = true;
         apply(body.job);
       } else {
         showErrors(body.errors || { __all__: `The server answered ${response.status}.` });
@@ -179,6 +180,8 @@
     const error = $("job-error");
     error.hidden = !state.error;
     error.textContent = state.error || "";
+    // The finished image replaces the rough step preview.
+    $("preview").closest(".preview-frame").hidden = state.status === "succeeded";
     if (state.status === "succeeded" && state.images) renderResults(state.images);
   }
 

@@ -34,8 +34,8 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Generate").click()
     expect(page.get_by_label("Model")).to_contain_text("ldm-shapes (built-in)")
     page.get_by_label("Prompt", exact=True).fill("a large yellow circle in the center on a blue background")
-    page.get_by_label("Steps").fill("80")
-    page.get_by_label("Seed").fill("11")
+    page.get_by_label("Steps", exact=True).fill("80")
+    page.get_by_label("Seed", exact=True).fill("11")
     page.evaluate(WATCH_PREVIEW)
     page.get_by_role("button", name="Generate").click()
 
@@ -49,7 +49,7 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     expect(page.locator("#job-list li").first).to_contain_text("Done")
     screenshot(page, "02-finished")
 
-    page.get_by_label("Steps").fill("150")
+    page.get_by_label("Steps", exact=True).fill("150")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#job-status")).to_have_text("Generating", timeout=60_000)
     page.get_by_role("button", name="Cancel").click()
@@ -63,7 +63,7 @@ def test_form_errors_appear_next_to_their_fields(live_site, page):
     sign_in(page, base, "hugo")
     page.goto(base + "/generate/")
     page.get_by_label("Prompt", exact=True).fill("a red square")
-    page.get_by_label("Width").fill("70")
+    page.get_by_label("Width", exact=True).fill("70")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator('[data-errors-for="width"]')).to_contain_text("multiple of 8")
     expect(page.locator("#job-panel")).to_be_hidden()
