@@ -77,10 +77,13 @@ class LatentPreview:
     def project(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) scaled latents -> (B, H, W, 3) uint8 on the CPU."""
         x = latents.detach()
-        matrix = self.matrix.to(device=x.device)
-        bias = self.bias.to(device=x.device)
-        rgb = torch.einsum("bchw,cr->bhwr", x.float(), matrix) + bias
-        return ((rgb + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8).cpu()
+        batch, channels, height, width = x.shape
+        # One fused multiply-add with the [-1, 1] -> [0, 255] mapping folded into the factors.
+        matrix = (self.matrix * 127.5).to(device=x.device)
+        bias = ((self.bias + 1.0) * 127.5).to(device=x.device)
+        pixels = x.float().permute(0, 2, 3, 1).reshape(-1, channels)
+        rgb = torch.addmm(bias, pixels, matrix).clamp_(0, 255)
+        return rgb.to(torch.uint8).view(batch, height, width, 3).cpu()
 
 
 def latents_to_preview(preview: LatentPreview, latents: torch.Tensor, size: int | None = None) -> Image.Image:

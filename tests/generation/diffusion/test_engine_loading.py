@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +118,23 @@ def test_auto_precision_on_cpu_uses_bf16_only_with_hardware_bf16(monkeypatch):
 def test_a_model_loads_in_bf16_when_asked(tiny_model_dir):
     model = load_pipeline(str(tiny_model_dir), dtype="bf16", clip_source=False)
     assert model.pipeline.unet.dtype == torch.bfloat16 and model.precision.setting == "bf16"
+
+
+BUILTIN = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
+
+
+@pytest.mark.skipif(not (BUILTIN / "model_index.json").is_file(), reason="the built-in model is not trained yet")
+def test_the_builtin_model_loads_with_its_clip_and_preview_factors():
+    from generation.diffusion import generate, validate_request
+
+    model = load_pipeline(str(BUILTIN), dtype="fp32")
+    assert model.clip is not None and model.limits.has_clip
+    assert model.latent_preview().source.startswith("file:")
+    request = validate_request({"prompt": "a red circle on a blue background", "steps": 2, "seed": 1,
+                                "sampler": "DDIM"}, model.limits)
+    progress = []
+    result = generate(model, request, on_progress=progress.append)
+    side = model.limits.default_width // model.pipeline.vae_scale_factor
+    assert progress[-1].preview.size == (side, side)
+    assert result.images[0].size == (model.limits.default_width, model.limits.default_height)
+    assert 0 <= result.clip_scores[0] <= 100
