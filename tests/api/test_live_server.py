@@ -13,6 +13,7 @@ SETUP = """
 from django.contrib.auth import get_user_model
 from generation.models import DiffusionModel
 from ldmsite.accounts.tokens import create_token
+DiffusionModel.objects.update(is_default=False)  # the built-in model, registered by migrate
 DiffusionModel.objects.create(name="Tiny", slug="tiny", source={source!r}, default_width=32, default_height=32,
                               max_width=64, max_height=64, default_steps=2, default_sampler="Euler",
                               is_default=True)

@@ -18,7 +18,8 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_model(db, tiny_pipeline_dir):
-    DiffusionModel.objects.update(is_default=False)
+    # Only this model: the built-in one (registered by migrate) would change lists and defaults.
+    DiffusionModel.objects.all().delete()
     return DiffusionModel.objects.create(
         name="Tiny", slug="tiny", source=str(tiny_pipeline_dir), family="sd1", has_clip=True,
         default_width=32, default_height=32, max_width=64, max_height=64,

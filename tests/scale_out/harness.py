@@ -214,6 +214,19 @@ def build_stack(root: Path, model_dir: Path, **settings: str) -> Stack:
     return stack
 
 
+def run_async(coroutine):
+    """Run a coroutine to completion on a fresh event loop in its own thread.
+
+    The browser tests' session-scoped Playwright keeps an event loop running on the main
+    thread, where asyncio.run() refuses to start another.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def follow(stack: Stack, session: requests.Session, path: str, until, timeout: float = 120) -> list[dict]:
     """Collect messages from a websocket stream until `until(messages)` is true."""
     import asyncio

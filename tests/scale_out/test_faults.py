@@ -9,6 +9,8 @@ import time
 import pytest
 import websockets
 
+from tests.scale_out.harness import follow, run_async
+
 pytestmark = pytest.mark.timeout(900)  # whole-stack start-up and recovery on 2 shared cores
 
 
@@ -71,7 +73,7 @@ def test_clients_reconnect_after_a_web_restart_and_resync_from_the_snapshot(stac
 
     restarter = threading.Thread(target=restart_when_running)
     restarter.start()
-    asyncio.run(asyncio.wait_for(client(), 320))
+    run_async(asyncio.wait_for(client(), 320))
     restarter.join()
 
     assert len(connections) >= 2, "the client reconnected"
@@ -83,16 +85,13 @@ def test_clients_reconnect_after_a_web_restart_and_resync_from_the_snapshot(stac
 
 
 def test_a_worker_asked_to_stop_finishes_its_job_first(stack):
-    import asyncio
     import signal
-
-    from tests.scale_out.harness import follow
 
     worker = stack.start_worker()
     stack.create_user("ned")
     session = stack.sign_in("ned")
     job_id = stack.submit(session, steps=60, width=64, height=64)
-    asyncio.run(follow(stack, session, f"/ws/generations/{job_id}/",
+    run_async(follow(stack, session, f"/ws/generations/{job_id}/",
                        lambda ms: any(m["type"] == "generation.progress" for m in ms)))
     # `docker compose stop` sends SIGTERM to the container's main process only; Dramatiq's main
     # process then asks its worker processes to stop consuming and finish what they run.

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from generation.diffusion import dataset as d
 from generation.diffusion import evaluate as e
 
 MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
