@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import DataError
 from django.db.models import Exists, OuterRef
-from django.http import FileResponse, Http404
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gallery import services
+from gallery.media import serve_file
 from gallery.models import Album, Image, Like, Report
 from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, AlbumImagesResultSerializer,
                                  AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
@@ -151,11 +152,7 @@ class ImageFile(APIView):
 
     def get(self, request, pk):
         image = visible_image(request, pk)
-        response = FileResponse(image.file.open("rb"), content_type="image/png", as_attachment=True,
-                                filename=f"ldmsite-{image.pk}-{image.seed}.png")
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return serve_file(image.file, image.download_name)
 
 
 @extend_schema(tags=["likes"])

@@ -100,6 +100,10 @@ class Image(models.Model):
     def can_edit(self, user) -> bool:
         return user.is_authenticated and user.pk == self.owner_id
 
+    @property
+    def download_name(self) -> str:
+        return f"ldmsite-{self.pk}-{self.seed}.png"
+
     def file_url(self):
         return reverse("gallery:image_file", args=[self.pk])
 

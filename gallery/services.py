@@ -248,11 +248,12 @@ def decode_cursor(cursor: str, length: int) -> list | None:
     *counts, created, pk = values
     if not isinstance(pk, int) or isinstance(pk, bool) or not 0 < pk < 2**63:
         return None
-    if not isinstance(created, str) or parse_datetime_safely(created) is None:
+    created = parse_datetime_safely(created) if isinstance(created, str) else None
+    if created is None:
         return None
     if any(not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2**63 for n in counts):
         return None
-    return [*counts, parse_datetime_safely(created), pk]
+    return [*counts, created, pk]
 
 
 def parse_datetime_safely(text: str):
@@ -284,17 +285,14 @@ def explore(order: str = "newest", query: str = "", model_slug: str = "", cursor
         position = decode_cursor(cursor, 3) if cursor else None
         if position:
             likes, created, pk = position
-            if created is not None:
-                images = images.filter(
-                    Q(like_count__lt=likes) | Q(like_count=likes, created_at__lt=created)
-                    | Q(like_count=likes, created_at=created, id__lt=pk))
+            images = images.filter(Q(like_count__lt=likes) | Q(like_count=likes, created_at__lt=created)
+                                   | Q(like_count=likes, created_at=created, id__lt=pk))
     else:
         images = images.order_by("-created_at", "-id")
         position = decode_cursor(cursor, 2) if cursor else None
         if position:
             created, pk = position
-            if created is not None:
-                images = images.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
+            images = images.filter(Q(created_at__lt=created) | Q(created_at=created, id__lt=pk))
     page = list(images[: limit + 1])
     next_cursor = None
     if len(page) > limit:

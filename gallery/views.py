@@ -4,18 +4,17 @@ Thin views: permission rules live on the models (`can_view`, `can_edit`,
 `visible_to`), actions in `gallery.services`.
 """
 
-import mimetypes
-
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from gallery import services
+from gallery.media import serve_file
 from gallery.models import Album, Image, Report
 from generation.models import DiffusionModel
 
@@ -96,24 +95,14 @@ def image_page(request, pk):
     return render(request, "gallery/image.html", context)
 
 
-def serve(stored, download_name: str | None = None) -> FileResponse:
-    content_type = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
-    response = FileResponse(stored.open("rb"), content_type=content_type,
-                            as_attachment=download_name is not None, filename=download_name)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
-
-
 def image_file(request, pk):
     image = visible_image(request, pk)
-    download = f"ldmsite-{image.pk}-{image.seed}.png" if "download" in request.GET else None
-    return serve(image.file, download)
+    return serve_file(image.file, image.download_name if "download" in request.GET else None)
 
 
 def image_thumbnail(request, pk):
     image = visible_image(request, pk)
-    return serve(image.thumbnail or image.file)
+    return serve_file(image.thumbnail or image.file)
 
 
 @login_required
@@ -246,8 +235,6 @@ def edit_album(request, pk):
         elif action == "remove":
             ids = [int(i) for i in request.POST.getlist("images") if i.isdigit()]
             services.remove_from_album(album, ids)
-        elif action == "reorder":
-            services.reorder_album(album, [i for i in request.POST.get("order", "").split(",") if i.isdigit()])
         elif action == "move":
             services.move_in_album(album, int(request.POST.get("image", "0") or 0),
                                    -1 if request.POST.get("direction") == "earlier" else 1)
