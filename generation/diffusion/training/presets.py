@@ -46,14 +46,16 @@ class TrainConfig:
     unet_layers: int = 1
     unet_norm_groups: int = 8
     unet_head_dim: int = 16
-    unet_steps: int = 4000
-    unet_batch: int = 32
+    unet_steps: int = 3000
+    unet_batch: int = 64
     unet_lr: float = 1e-3
     unet_ema: float = 0.999
     unet_latent_bank: int = 8000  # dataset images encoded once; latents sampled from their posteriors
     p_full: float = 0.6
     p_empty: float = 0.1  # caption dropout for classifier-free guidance
     unet_bf16: bool = False
+    # "v_prediction" with a zero-terminal-SNR schedule (see stages.ddim_scheduler) or "epsilon"
+    unet_prediction: str = "v_prediction"
 
     # bookkeeping
     checkpoint_every: int = 100

@@ -531,19 +531,54 @@ def unet_model(cfg: TrainConfig, cross_attention_dim: int, sample_size: int):
     )
 
 
-def ddim_scheduler(num_train_timesteps: int = 1000):
+# The last alpha-bar of the zero-terminal-SNR schedule: exactly 0 leaves the
+# sigma-based samplers (Euler, LMS, Heun, DPM2...) an infinite starting sigma,
+# so it is clamped to the value diffusers' own zero-SNR option uses.
+TERMINAL_ALPHA_BAR = 2.0**-24
+
+
+def zero_terminal_snr_betas(num_train_timesteps: int = 1000) -> list[float]:
+    """Stable Diffusion's scaled-linear betas rescaled so the last step is (almost) pure noise.
+
+    With the stock schedule x_T keeps sqrt(alpha_bar_T) = 0.068 of the image;
+    averaged over a 16x16 latent the noise is only 1/16 as strong, so the
+    background colour stays readable in x_T and the model learns to copy it
+    from the noise instead of reading the prompt (Lin et al., 2024, "Common
+    Diffusion Noise Schedules and Sample Steps are Flawed"). Shipped as
+    ``trained_betas`` so every sampler, not only those with a zero-SNR option,
+    uses exactly this schedule.
+    """
+    from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr
+
+    base = torch.linspace(0.00085**0.5, 0.012**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    betas = rescale_zero_terminal_snr(base)
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    betas[-1] = 1 - TERMINAL_ALPHA_BAR / alphas_cumprod[-2]
+    return [float(b) for b in betas]
+
+
+def ddim_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "v_prediction"):
+    """The built-in model's noise schedule, as a deterministic DDIM sampler (eta=0).
+
+    ``v_prediction`` (Salimans & Ho, 2022) goes with the zero-terminal-SNR
+    schedule: predicting the noise is meaningless where x_T is all noise. The
+    timesteps are "trailing" so sampling starts at t = T, where training did.
+    ``epsilon`` gives Stable Diffusion's own schedule and spacing.
+    """
     from diffusers import DDIMScheduler
 
-    # Stable Diffusion's noise schedule; DDIM is deterministic at eta=0.
+    if prediction_type == "epsilon":
+        return DDIMScheduler(
+            num_train_timesteps=num_train_timesteps, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+        )
     return DDIMScheduler(
         num_train_timesteps=num_train_timesteps,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
+        trained_betas=zero_terminal_snr_betas(num_train_timesteps),
         clip_sample=False,
         set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
+        timestep_spacing="trailing",
+        prediction_type=prediction_type,
     )
 
 
@@ -604,8 +639,13 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     """Text-conditioned UNet on VAE latents (Rombach et al., 2022) with the DDPM objective (Ho et al., 2020).
 
     Per step: t ~ U{0..T-1}; x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps in
-    closed form (Ho et al., eq. 4); loss = ||eps - eps_theta(x_t, t, text)||^2.
-    Captions are dropped to "" with ``p_empty`` for classifier-free guidance
+    closed form (Ho et al., eq. 4); the UNet predicts the noise in its
+    v-parametrisation, v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans &
+    Ho, 2022; eps and x_0 follow from v and x_t in closed form), with
+    loss = ||v - v_theta(x_t, t, text)||^2 on the zero-terminal-SNR schedule
+    of ``ddim_scheduler`` (``unet_prediction="epsilon"``: the plain noise MSE on
+    Stable Diffusion's schedule, which left this model copying the background
+    colour from the noise; docs/MODEL.md has the numbers). Captions are dropped to "" with ``p_empty`` for classifier-free guidance
     (Ho & Salimans, 2022). The frozen CLIP text tower embeds the captions.
     EMA weights are what gets exported.
     """
@@ -629,7 +669,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         ema.load_state_dict(state["ema"])
         start = state["step"]
         log(f"[unet] resumed from {ckpt} at step {start}")
-    scheduler = ddim_scheduler(cfg.num_train_timesteps)
+    scheduler = ddim_scheduler(cfg.num_train_timesteps, cfg.unet_prediction)
     abar = scheduler.alphas_cumprod.float()
     total = cfg.unet_steps
     progress = Progress("unet", total, start, every=cfg.log_every)
@@ -646,6 +686,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = noise if cfg.unet_prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0  # v
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions))[0]
         for g in opt.param_groups:
@@ -654,7 +695,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
             g["lr"] = cfg.unet_lr * min(1.0, (step + 1) / max(1, min(100, total // 10)))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.unet_bf16):
             pred = unet(xt, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = F.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -794,7 +835,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=ddim_scheduler(cfg.num_train_timesteps),
+        scheduler=ddim_scheduler(cfg.num_train_timesteps, cfg.unet_prediction),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -155,3 +155,20 @@ def test_cli_runs_chosen_stages_on_a_user_folder(tmp_path):
     main(["--preset", "tiny", "--data", str(root), "--work-dir", str(work), "--stages", "tokenizer,clip", "--clip-steps", "3", "--threads", "0"])
     assert (work / "tokenizer" / "tokenizer.json").exists() and (work / "clip" / "config.json").exists()
     assert not (work / "vae").exists()
+
+
+def test_builtin_schedule_ends_in_pure_noise_and_every_sampler_can_start_there():
+    from generation.diffusion.samplers import SAMPLERS, build_scheduler
+
+    sched = S.ddim_scheduler()
+    assert sched.config.prediction_type == "v_prediction"
+    assert float(sched.alphas_cumprod[-1]) == pytest.approx(S.TERMINAL_ALPHA_BAR, rel=1e-3)
+    assert float(sched.alphas_cumprod[0]) == pytest.approx(1 - 0.00085, rel=1e-4)  # the clean end is Stable Diffusion's
+    sched.set_timesteps(25)
+    assert int(sched.timesteps[0]) == 999
+    for name in SAMPLERS:
+        other = build_scheduler(name, sched.config)
+        other.set_timesteps(25)
+        assert float(other.alphas_cumprod[-1]) == pytest.approx(S.TERMINAL_ALPHA_BAR, rel=1e-3), name
+        if hasattr(other, "sigmas"):
+            assert torch.isfinite(other.sigmas).all(), name
