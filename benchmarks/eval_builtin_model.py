@@ -5,7 +5,7 @@
 
 1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
    attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
-   ``--steps`` steps at the built-in model's default guidance scale (5.0, generation/registry.py), judged by
+   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 5.0), judged by
    ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
    batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
 2. CLIP zero-shot per-attribute accuracy of the shipped ``clip/`` on held-out dataset images.
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from generation.diffusion import dataset as shapes  # noqa: E402
 from generation.diffusion import evaluate  # noqa: E402
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE  # noqa: E402
 
 
 def save_grid(images, path: Path, cols: int = 20) -> None:
@@ -116,7 +117,7 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default=str(ROOT / "generation" / "builtin_model"))
     p.add_argument("--prompts", type=int, default=200)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=5.0, help="the built-in model's default guidance scale (BUILTIN_DEFAULTS)")
+    p.add_argument("--guidance", type=float, default=BUILTIN_GUIDANCE_SCALE, help="default: the built-in model's default guidance scale")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--zero-shot-images", type=int, default=500)
     p.add_argument("--clip-prompts", type=int, default=50)

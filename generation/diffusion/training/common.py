@@ -170,3 +170,18 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, final_frac: float 
         return base_lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def noised_and_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps in closed form (Ho et al., 2020, eq. 4), and what the UNet regresses.
+
+    The target follows the scheduler's ``prediction_type``: the noise itself, or
+    its v-parametrisation v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho, 2022).
+    """
+    xt = scheduler.add_noise(x0, noise, t)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return xt, noise
+    if kind == "v_prediction":
+        return xt, scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"cannot train a UNet for prediction_type {kind!r}")

@@ -21,6 +21,7 @@ from generation.diffusion.training.common import (
     Progress,
     latest_checkpoint,
     load_checkpoint,
+    noised_and_target,
     save_checkpoint,
     step_rng,
     write_json,
@@ -68,8 +69,6 @@ def finetune_unet(
     text_encoder.requires_grad_(False).to(device).eval()
     unet.to(device).train()
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    abar = noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-    prediction_type = noise_scheduler.config.prediction_type
 
     amp_dtype = None
     if mixed_precision == "auto":
@@ -108,9 +107,7 @@ def finetune_unet(
         x0 = (lat_mean[idx] + lat_std[idx] * eps_z) * scaling
         t = torch.from_numpy(rng.integers(0, noise_scheduler.config.num_train_timesteps, size=batch_size)).to(device)
         noise = torch.from_numpy(rng.standard_normal(tuple(x0.shape)).astype(np.float32)).to(device)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # closed-form forward noising (Ho et al., 2020, eq. 4)
-        target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0  # v (Salimans & Ho, 2022)
+        xt, target = noised_and_target(noise_scheduler, x0, noise, t)
         with torch.no_grad():
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(device)
             cond = text_encoder(ids)[0]

@@ -28,6 +28,7 @@ from generation.diffusion.training.common import (
     latest_checkpoint,
     load_checkpoint,
     lr_at,
+    noised_and_target,
     read_json,
     save_checkpoint,
     step_rng,
@@ -557,28 +558,22 @@ def zero_terminal_snr_betas(num_train_timesteps: int = 1000) -> list[float]:
     return [float(b) for b in betas]
 
 
-def ddim_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "v_prediction"):
+def ddim_scheduler(num_train_timesteps: int = 1000):
     """The built-in model's noise schedule, as a deterministic DDIM sampler (eta=0).
 
-    ``v_prediction`` (Salimans & Ho, 2022) goes with the zero-terminal-SNR
+    v-prediction (Salimans & Ho, 2022) goes with the zero-terminal-SNR
     schedule: predicting the noise is meaningless where x_T is all noise. The
     timesteps are "trailing" so sampling starts at t = T, where training did.
-    ``epsilon`` gives Stable Diffusion's own schedule and spacing.
     """
     from diffusers import DDIMScheduler
 
-    if prediction_type == "epsilon":
-        return DDIMScheduler(
-            num_train_timesteps=num_train_timesteps, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-            clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-        )
     return DDIMScheduler(
         num_train_timesteps=num_train_timesteps,
         trained_betas=zero_terminal_snr_betas(num_train_timesteps),
         clip_sample=False,
         set_alpha_to_one=False,
         timestep_spacing="trailing",
-        prediction_type=prediction_type,
+        prediction_type="v_prediction",
     )
 
 
@@ -642,11 +637,11 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     closed form (Ho et al., eq. 4); the UNet predicts the noise in its
     v-parametrisation, v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans &
     Ho, 2022; eps and x_0 follow from v and x_t in closed form), with
-    loss = ||v - v_theta(x_t, t, text)||^2 on the zero-terminal-SNR schedule
-    of ``ddim_scheduler`` (``unet_prediction="epsilon"``: the plain noise MSE on
-    Stable Diffusion's schedule, which left this model copying the background
-    colour from the noise; docs/MODEL.md has the numbers). Captions are dropped to "" with ``p_empty`` for classifier-free guidance
-    (Ho & Salimans, 2022). The frozen CLIP text tower embeds the captions.
+    loss = ||v - v_theta(x_t, t, text)||^2 on the zero-terminal-SNR schedule of
+    ``ddim_scheduler`` (plain noise MSE on Stable Diffusion's schedule left this
+    model copying the background colour from the noise; docs/MODEL.md has the
+    numbers). Captions are dropped to "" with ``p_empty`` for classifier-free
+    guidance (Ho & Salimans, 2022). The frozen CLIP text tower embeds the captions.
     EMA weights are what gets exported.
     """
     tokenizer = load_tokenizer(work_dir)
@@ -669,8 +664,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         ema.load_state_dict(state["ema"])
         start = state["step"]
         log(f"[unet] resumed from {ckpt} at step {start}")
-    scheduler = ddim_scheduler(cfg.num_train_timesteps, cfg.unet_prediction)
-    abar = scheduler.alphas_cumprod.float()
+    scheduler = ddim_scheduler(cfg.num_train_timesteps)
     total = cfg.unet_steps
     progress = Progress("unet", total, start, every=cfg.log_every)
     samples_dir = Path(work_dir) / "samples" / "unet"
@@ -684,9 +678,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         x0 = (bank["mean"][idx] + bank["std"][idx] * eps_z) * scaling
         t = torch.from_numpy(rng.integers(0, cfg.num_train_timesteps, size=cfg.unet_batch))
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = noise if cfg.unet_prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0  # v
+        xt, target = noised_and_target(scheduler, x0, noise, t)
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions))[0]
         for g in opt.param_groups:
@@ -835,7 +827,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=ddim_scheduler(cfg.num_train_timesteps, cfg.unet_prediction),
+        scheduler=ddim_scheduler(cfg.num_train_timesteps),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

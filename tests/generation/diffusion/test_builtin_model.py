@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from generation.diffusion import evaluate as e
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE as GUIDANCE
 
 MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
 
-# The built-in model's default guidance scale (generation/registry.py BUILTIN_DEFAULTS).
-GUIDANCE = 5.0
 
 pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reason="built-in model not exported yet")
 
