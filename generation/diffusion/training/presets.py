@@ -46,7 +46,7 @@ class TrainConfig:
     unet_layers: int = 1
     unet_norm_groups: int = 8
     unet_head_dim: int = 16
-    unet_steps: int = 3000
+    unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     unet_ema: float = 0.999
