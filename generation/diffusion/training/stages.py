@@ -490,8 +490,6 @@ def finetune_vae_decoder(cfg: TrainConfig, work_dir: Path, data, steps: int, res
         opt.step()
         progress.update(step + 1, loss.item())
         done = step + 1
-        if done % cfg.checkpoint_every == 0 and done < steps:
-            save_checkpoint(work_dir, "vae_decoder", done, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "gate_history": history})
         if done % gate_every == 0 or done == steps:
             vae.eval()
             result = vae_reconstruction_score(vae, cfg.vae_gate_images, HELD_OUT_SEED + cfg.seed + 1)
@@ -503,6 +501,9 @@ def finetune_vae_decoder(cfg: TrainConfig, work_dir: Path, data, steps: int, res
             if min(result[a] for a in shapes.ATTRIBUTES) >= cfg.vae_gate:
                 log(f"[vae_decoder] gate passed at step {done} -> {out_dir}")
                 break
+        # After the gate, so that a checkpoint at a gate step carries that gate's result.
+        if done % cfg.checkpoint_every == 0 and done < steps:
+            save_checkpoint(work_dir, "vae_decoder", done, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "gate_history": history})
     return vae
 
 

@@ -77,6 +77,19 @@ def test_decoder_refinement_keeps_the_encoder_and_is_what_export_ships(trained):
     assert record["vae_decoder"]["steps"] == 4 and record["vae_decoder"]["gate"]
 
 
+def test_a_resumed_decoder_refinement_remembers_the_gates_it_already_ran(trained, tmp_path):
+    cfg, work, _ = trained
+    (tmp_path / "vae").symlink_to(work / "vae")
+    cfg = cfg.with_overrides(checkpoint_every=2, vae_gate=1.01)  # a gate that never passes, so it never stops early
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    S.finetune_vae_decoder(cfg, tmp_path, data, steps=4, gate_every=2)
+    assert S.latest_checkpoint(tmp_path, "vae_decoder").name == "step-0000002.pt"
+    S.finetune_vae_decoder(cfg, tmp_path, data, steps=6, gate_every=2, resume=True)  # continues 2 -> 6
+    record = json.loads((tmp_path / "stages.json").read_text())["vae_decoder"]
+    assert [g["step"] for g in record["gate"]] == [2, 4, 6]
+    assert record["gate_passed"] is False
+
+
 def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
     cfg, work, _ = trained
     for name in ("tokenizer", "clip", "vae"):
