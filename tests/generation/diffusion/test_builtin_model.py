@@ -12,7 +12,6 @@ from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE as GUID
 
 MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
 
-
 pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reason="built-in model not exported yet")
 
 

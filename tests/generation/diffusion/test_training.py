@@ -11,6 +11,7 @@ from PIL import Image
 from generation.diffusion import dataset as d
 from generation.diffusion.training import stages as S
 from generation.diffusion.training.cli import main
+from generation.diffusion.training.common import noised_and_target
 from generation.diffusion.training.data import FolderData, ShapesData, read_folder
 from generation.diffusion.training.presets import get_preset
 
@@ -36,6 +37,30 @@ def trained(tmp_path_factory):
     S.export_pipeline(cfg, work, work / "pipeline", data)
     yield cfg, work, json.loads((work / "stages.json").read_text())
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_noising_is_the_closed_form_at_any_timestep_and_the_target_lets_x0_be_recovered(prediction_type):
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 4, 8, 8, generator=gen), torch.randn(4, 4, 8, 8, generator=gen)
+    t = torch.tensor([0, 250, 700, 999])
+    xt, target = noised_and_target(scheduler, x0, noise, t)
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(xt, a.sqrt() * x0 + (1 - a).sqrt() * noise)  # Ho et al. 2020, eq. 4
+    if prediction_type == "epsilon":
+        torch.testing.assert_close(target, noise)
+    else:  # x_0 = sqrt(abar) x_t - sqrt(1 - abar) v (Salimans & Ho 2022)
+        torch.testing.assert_close(a.sqrt() * xt - (1 - a).sqrt() * target, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_noising_refuses_a_prediction_type_it_cannot_train():
+    from diffusers import DDPMScheduler
+
+    with pytest.raises(ValueError, match="sample"):
+        noised_and_target(DDPMScheduler(prediction_type="sample"), torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2), torch.tensor([1]))
 
 
 def test_tokenizer_loads_with_the_stock_clip_tokenizer_and_keeps_words_whole(trained):
