@@ -169,15 +169,15 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     torch.manual_seed(cfg.seed)
     model = CLIPModel(clip_config(cfg, tokenizer))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.05)
-    start = 0
+    start, earlier = 0, 0.0
     if resume and (ckpt := latest_checkpoint(work_dir, "clip")):
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start = state["step"]
+        start, earlier = state["step"], state.get("seconds", 0.0)
         log(f"[clip] resumed from {ckpt} at step {start}")
     total = cfg.clip_steps
-    progress = Progress("clip", total, start, every=cfg.log_every)
+    progress = Progress("clip", total, start, every=cfg.log_every, earlier_seconds=earlier)
     model.train()
     for step in range(start, total):
         rng = step_rng(cfg.seed, "clip", step)
@@ -194,7 +194,7 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
             model.logit_scale.clamp_(0, math.log(100))
         progress.update(step + 1, out.loss.item(), temp=model.logit_scale.exp().item())
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
-            save_checkpoint(work_dir, "clip", step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict()})
+            save_checkpoint(work_dir, "clip", step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(), "seconds": progress.seconds})
         if data.procedural and (step + 1) % cfg.sample_every == 0 and step + 1 < total:
             log(f"[clip] step {step + 1} zero-shot {_fmt(clip_zero_shot_held_out(model, tokenizer, cfg, 200))}")
     model.eval()
@@ -210,7 +210,7 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         ).save_pretrained(out_dir)
     except Exception as exc:  # the processor config is a convenience for CLIPProcessor users
         log(f"[clip] could not save image processor config: {exc}")
-    info: dict[str, Any] = {"steps": total, "batch": cfg.clip_batch, "seconds": round(progress.elapsed, 1), **_loss_summary(progress.losses)}
+    info: dict[str, Any] = {"steps": total, "batch": cfg.clip_batch, "seconds": round(progress.seconds, 1), **_loss_summary(progress.losses)}
     if data.procedural:
         info["zero_shot"] = clip_zero_shot_held_out(model, tokenizer, cfg, 500)
         log(f"[clip] held-out zero-shot accuracy {_fmt(info['zero_shot'])}")
@@ -344,17 +344,17 @@ def train_vae(cfg: TrainConfig, work_dir: Path, data, resume: bool = False, enfo
     torch.manual_seed(cfg.seed + 1)
     vae = vae_model(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    start, target = 0, cfg.vae_steps
+    start, target, earlier = 0, cfg.vae_steps, 0.0
     gate_history: list[dict] = []
     if resume and (ckpt := latest_checkpoint(work_dir, "vae")):
         state = load_checkpoint(ckpt)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start, gate_history = state["step"], state.get("gate_history", [])
+        start, gate_history, earlier = state["step"], state.get("gate_history", []), state.get("seconds", 0.0)
         target = max(start, min(state["target"], cfg.vae_max_steps))
         log(f"[vae] resumed from {ckpt} at step {start} (target {target})")
     samples_dir = Path(work_dir) / "samples" / "vae"
-    t0 = time.time()
+    t0 = time.time() - earlier  # seconds count the whole stage, across resumes
     step = start
     passed = False
     losses: list[float] = []
@@ -383,7 +383,7 @@ def train_vae(cfg: TrainConfig, work_dir: Path, data, resume: bool = False, enfo
             step += 1
             progress.update(step, loss.item(), rec=rec.item())
             if step % cfg.checkpoint_every == 0 and step < target:
-                save_checkpoint(work_dir, "vae", step, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "target": target, "gate_history": gate_history})
+                save_checkpoint(work_dir, "vae", step, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "target": target, "gate_history": gate_history, "seconds": time.time() - t0})
             if step % cfg.sample_every == 0:
                 _save_vae_samples(vae, samples_dir / f"step-{step:07d}.png", cfg.seed)
         losses.extend(progress.losses)
@@ -401,7 +401,7 @@ def train_vae(cfg: TrainConfig, work_dir: Path, data, resume: bool = False, enfo
         if step + cfg.vae_extra_steps > cfg.vae_max_steps or cfg.vae_extra_steps <= 0:
             break
         target = step + cfg.vae_extra_steps
-        save_checkpoint(work_dir, "vae", step, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "target": target, "gate_history": gate_history})
+        save_checkpoint(work_dir, "vae", step, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "target": target, "gate_history": gate_history, "seconds": time.time() - t0})
     scaling = measure_scaling_factor(vae, data, cfg.seed + 7)
     vae.register_to_config(scaling_factor=scaling)
     _save_vae_samples(vae, samples_dir / "final.png", cfg.seed)
@@ -463,17 +463,17 @@ def finetune_vae_decoder(cfg: TrainConfig, work_dir: Path, data, steps: int, res
     vae.quant_conv.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    start = 0
+    start, earlier = 0, 0.0
     history: list[dict] = []
     if resume and (ckpt := latest_checkpoint(work_dir, "vae_decoder")):
         state = load_checkpoint(ckpt)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        start, history = state["step"], state.get("gate_history", [])
+        start, history, earlier = state["step"], state.get("gate_history", []), state.get("seconds", 0.0)
         log(f"[vae_decoder] resumed from {ckpt} at step {start}")
     out_dir = Path(work_dir) / "vae_decoder"
     progress = Progress("vae_decoder", steps, start, every=cfg.log_every)
-    t0 = time.time()
+    t0 = time.time() - earlier  # seconds count the whole stage, across resumes
     for step in range(start, steps):
         vae.decoder.train()
         rng = step_rng(cfg.seed, "vae_decoder", step)
@@ -503,7 +503,7 @@ def finetune_vae_decoder(cfg: TrainConfig, work_dir: Path, data, steps: int, res
                 break
         # After the gate, so that a checkpoint at a gate step carries that gate's result.
         if done % cfg.checkpoint_every == 0 and done < steps:
-            save_checkpoint(work_dir, "vae_decoder", done, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "gate_history": history})
+            save_checkpoint(work_dir, "vae_decoder", done, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "gate_history": history, "seconds": time.time() - t0})
     return vae
 
 
@@ -658,17 +658,17 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     unet = unet_model(cfg, text_encoder.config.hidden_size, sample_size).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(unet, cfg.unet_ema)
-    start = 0
+    start, earlier = 0, 0.0
     if resume and (ckpt := latest_checkpoint(work_dir, "unet")):
         state = load_checkpoint(ckpt)
         unet.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
-        start = state["step"]
+        start, earlier = state["step"], state.get("seconds", 0.0)
         log(f"[unet] resumed from {ckpt} at step {start}")
     scheduler = ddim_scheduler(cfg.num_train_timesteps)
     total = cfg.unet_steps
-    progress = Progress("unet", total, start, every=cfg.log_every)
+    progress = Progress("unet", total, start, every=cfg.log_every, earlier_seconds=earlier)
     samples_dir = Path(work_dir) / "samples" / "unet"
     checks: list[dict] = read_json(Path(work_dir) / "unet_checks.json", []) if resume else []
     unet.train()
@@ -700,7 +700,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         progress.update(step + 1, loss.item())
         done = step + 1
         if done % cfg.checkpoint_every == 0 and done < total:
-            save_checkpoint(work_dir, "unet", done, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict()})
+            save_checkpoint(work_dir, "unet", done, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(), "seconds": progress.seconds})
         if done % cfg.sample_every == 0 and done < total:
             check = _unet_sample_check(cfg, work_dir, unet, ema, vae, text_encoder, tokenizer, scheduler, done, samples_dir, data.procedural)
             if check:
@@ -715,7 +715,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     if check:
         checks.append(check)
         write_json(Path(work_dir) / "unet_checks.json", checks)
-    _record(work_dir, "unet", steps=total, batch=cfg.unet_batch, seconds=round(progress.elapsed, 1), **_loss_summary(progress.losses), params=sum(p.numel() for p in unet.parameters()))
+    _record(work_dir, "unet", steps=total, batch=cfg.unet_batch, seconds=round(progress.seconds, 1), **_loss_summary(progress.losses), params=sum(p.numel() for p in unet.parameters()))
     log(f"[unet] done -> {out_dir}")
     return unet
 

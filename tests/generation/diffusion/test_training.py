@@ -130,6 +130,23 @@ def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
         torch.testing.assert_close(resumed[k], straight[k], msg=k)
 
 
+def test_a_resumed_stage_records_the_time_spent_before_the_resume_too(trained, tmp_path):
+    cfg, work, _ = trained
+    for name in ("tokenizer", "clip", "vae"):
+        (tmp_path / name).symlink_to(work / name)
+    cfg = cfg.with_overrides(unet_steps=4, checkpoint_every=2)
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    S.train_unet(cfg, tmp_path, data)
+    ckpt = S.latest_checkpoint(tmp_path, "unet")
+    state = torch.load(ckpt, weights_only=False)
+    assert state["seconds"] > 0
+    state["seconds"] = 1000.0  # as if the first segment had run for 1,000 s
+    torch.save(state, ckpt)
+    S.train_unet(cfg, tmp_path, data, resume=True)
+    seconds = json.loads((tmp_path / "stages.json").read_text())["unet"]["seconds"]
+    assert 1000.0 <= seconds < 1000.0 + 600
+
+
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPModel
