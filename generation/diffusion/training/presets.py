@@ -49,7 +49,6 @@ class TrainConfig:
     unet_steps: int = 6000
     unet_batch: int = 64
     unet_lr: float = 1e-3
-    unet_lr_final: float | None = None  # a fraction of unet_lr to decay to (cosine); None: constant after warm-up
     unet_ema: float = 0.999
     unet_latent_bank: int = 8000  # dataset images encoded once; latents sampled from their posteriors
     p_full: float = 0.6

@@ -684,11 +684,10 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         xt = xt.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions))[0]
-        warmup = max(1, min(100, total // 10))
         for g in opt.param_groups:
-            # Warm-up, then constant (EMA does the averaging, and a run can be extended
-            # with --resume --unet-steps N without a schedule jump) or a cosine decay.
-            g["lr"] = lr_at(step, cfg.unet_lr, warmup, total, cfg.unet_lr_final) if cfg.unet_lr_final is not None else cfg.unet_lr * min(1.0, (step + 1) / warmup)
+            # Warm-up then constant: EMA does the averaging, and a run can be
+            # extended with --resume --unet-steps N without a schedule jump.
+            g["lr"] = cfg.unet_lr * min(1.0, (step + 1) / max(1, min(100, total // 10)))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.unet_bf16):
             pred = unet(xt, t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred.float(), target)
