@@ -62,9 +62,8 @@ def _fmt_seconds(s: float) -> str:
 class Progress:
     """A log-friendly progress bar: one line every ``every`` steps with loss, rate and ETA."""
 
-    def __init__(self, stage: str, total: int, start: int = 0, every: int = 10, stream=None, width: int = 20, earlier_seconds: float = 0.0):
+    def __init__(self, stage: str, total: int, start: int = 0, every: int = 10, stream=None, width: int = 20):
         self.stage, self.total, self.start, self.every, self.width = stage, total, start, max(1, every), width
-        self.earlier_seconds = earlier_seconds  # spent before a resume (from the checkpoint)
         self.stream = stream or sys.stderr
         self.max_threads = torch.get_num_threads() if os.environ.get("LDM_ADAPT_THREADS", "1") != "0" else None
         adapt_threads(self.max_threads)
@@ -95,13 +94,7 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
-        """Seconds since this (possibly resumed) segment started; rate and ETA use it."""
         return time.time() - self.t0
-
-    @property
-    def seconds(self) -> float:
-        """Seconds the whole stage has taken, earlier segments before a resume included."""
-        return self.earlier_seconds + self.elapsed
 
 
 def checkpoint_dir(work_dir: Path, stage: str) -> Path:

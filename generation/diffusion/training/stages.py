@@ -177,7 +177,8 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         start, earlier = state["step"], state.get("seconds", 0.0)
         log(f"[clip] resumed from {ckpt} at step {start}")
     total = cfg.clip_steps
-    progress = Progress("clip", total, start, every=cfg.log_every, earlier_seconds=earlier)
+    progress = Progress("clip", total, start, every=cfg.log_every)
+    t0 = time.time() - earlier  # seconds count the whole stage, across resumes
     model.train()
     for step in range(start, total):
         rng = step_rng(cfg.seed, "clip", step)
@@ -194,7 +195,7 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
             model.logit_scale.clamp_(0, math.log(100))
         progress.update(step + 1, out.loss.item(), temp=model.logit_scale.exp().item())
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
-            save_checkpoint(work_dir, "clip", step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(), "seconds": progress.seconds})
+            save_checkpoint(work_dir, "clip", step + 1, {"model": model.state_dict(), "optimizer": opt.state_dict(), "seconds": time.time() - t0})
         if data.procedural and (step + 1) % cfg.sample_every == 0 and step + 1 < total:
             log(f"[clip] step {step + 1} zero-shot {_fmt(clip_zero_shot_held_out(model, tokenizer, cfg, 200))}")
     model.eval()
@@ -210,7 +211,7 @@ def train_clip(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         ).save_pretrained(out_dir)
     except Exception as exc:  # the processor config is a convenience for CLIPProcessor users
         log(f"[clip] could not save image processor config: {exc}")
-    info: dict[str, Any] = {"steps": total, "batch": cfg.clip_batch, "seconds": round(progress.seconds, 1), **_loss_summary(progress.losses)}
+    info: dict[str, Any] = {"steps": total, "batch": cfg.clip_batch, "seconds": round(time.time() - t0, 1), **_loss_summary(progress.losses)}
     if data.procedural:
         info["zero_shot"] = clip_zero_shot_held_out(model, tokenizer, cfg, 500)
         log(f"[clip] held-out zero-shot accuracy {_fmt(info['zero_shot'])}")
@@ -668,7 +669,8 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         log(f"[unet] resumed from {ckpt} at step {start}")
     scheduler = ddim_scheduler(cfg.num_train_timesteps)
     total = cfg.unet_steps
-    progress = Progress("unet", total, start, every=cfg.log_every, earlier_seconds=earlier)
+    progress = Progress("unet", total, start, every=cfg.log_every)
+    t0 = time.time() - earlier  # seconds count the whole stage, across resumes
     samples_dir = Path(work_dir) / "samples" / "unet"
     checks: list[dict] = read_json(Path(work_dir) / "unet_checks.json", []) if resume else []
     unet.train()
@@ -699,7 +701,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         progress.update(step + 1, loss.item())
         done = step + 1
         if done % cfg.checkpoint_every == 0 and done < total:
-            save_checkpoint(work_dir, "unet", done, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(), "seconds": progress.seconds})
+            save_checkpoint(work_dir, "unet", done, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.state_dict(), "seconds": time.time() - t0})
         if done % cfg.sample_every == 0 and done < total:
             check = _unet_sample_check(cfg, work_dir, unet, ema, vae, text_encoder, tokenizer, scheduler, done, samples_dir, data.procedural)
             if check:
@@ -714,7 +716,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     if check:
         checks.append(check)
         write_json(Path(work_dir) / "unet_checks.json", checks)
-    _record(work_dir, "unet", steps=total, batch=cfg.unet_batch, seconds=round(progress.seconds, 1), **_loss_summary(progress.losses), params=sum(p.numel() for p in unet.parameters()))
+    _record(work_dir, "unet", steps=total, batch=cfg.unet_batch, seconds=round(time.time() - t0, 1), **_loss_summary(progress.losses), params=sum(p.numel() for p in unet.parameters()))
     log(f"[unet] done -> {out_dir}")
     return unet
 

@@ -115,7 +115,7 @@ def test_a_resumed_decoder_refinement_remembers_the_gates_it_already_ran(trained
     assert record["gate_passed"] is False
 
 
-def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
+def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before_it(trained, tmp_path):
     cfg, work, _ = trained
     for name in ("tokenizer", "clip", "vae"):
         (tmp_path / name).symlink_to(work / name)
@@ -123,26 +123,16 @@ def test_unet_resumes_exactly_from_a_checkpoint(trained, tmp_path):
     data = ShapesData(cfg.p_full, cfg.p_empty)
     S.train_unet(cfg, tmp_path, data)
     straight = {k: v.clone() for k, v in S.load_unet(tmp_path).state_dict().items()}
-    assert S.latest_checkpoint(tmp_path, "unet").name == "step-0000003.pt"
-    S.train_unet(cfg, tmp_path, data, resume=True)  # continues 3 -> 6 from the checkpoint
-    resumed = S.load_unet(tmp_path).state_dict()
-    for k in straight:
-        torch.testing.assert_close(resumed[k], straight[k], msg=k)
-
-
-def test_a_resumed_stage_records_the_time_spent_before_the_resume_too(trained, tmp_path):
-    cfg, work, _ = trained
-    for name in ("tokenizer", "clip", "vae"):
-        (tmp_path / name).symlink_to(work / name)
-    cfg = cfg.with_overrides(unet_steps=4, checkpoint_every=2)
-    data = ShapesData(cfg.p_full, cfg.p_empty)
-    S.train_unet(cfg, tmp_path, data)
     ckpt = S.latest_checkpoint(tmp_path, "unet")
+    assert ckpt.name == "step-0000003.pt"
     state = torch.load(ckpt, weights_only=False)
     assert state["seconds"] > 0
     state["seconds"] = 1000.0  # as if the first segment had run for 1,000 s
     torch.save(state, ckpt)
-    S.train_unet(cfg, tmp_path, data, resume=True)
+    S.train_unet(cfg, tmp_path, data, resume=True)  # continues 3 -> 6 from the checkpoint
+    resumed = S.load_unet(tmp_path).state_dict()
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], msg=k)
     seconds = json.loads((tmp_path / "stages.json").read_text())["unet"]["seconds"]
     assert 1000.0 <= seconds < 1000.0 + 600
 
