@@ -45,6 +45,8 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     result = page.locator("#results .tile img")
     expect(result).to_have_count(1)
     assert page.evaluate("window.previewSources.size") >= 2, "the preview changed at least twice"
+    # The tile appears before its image has downloaded; wait for the bytes, then check the size.
+    page.wait_for_function("document.querySelector('#results img').complete", timeout=30_000)
     assert page.evaluate("document.querySelector('#results img').naturalWidth") == 64
     expect(page.locator("#job-list li").first).to_contain_text("Done")
     screenshot(page, "02-finished")
