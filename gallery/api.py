@@ -9,13 +9,13 @@ from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gallery import services
+from gallery import access, services
 from gallery.media import serve_file
 from gallery.models import Album, Image, Like, Report
 from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, AlbumImagesResultSerializer,
@@ -31,34 +31,24 @@ def with_liked(images, user):
     return images.annotate(liked_by_me=Exists(Like.objects.filter(user=user, image=OuterRef("pk"))))
 
 
+def images_for(request):
+    return with_liked(Image.objects.select_related("owner", "model"), request.user)
+
+
 def visible_image(request, pk) -> Image:
-    """The image if this person may see it, else 404 (nothing leaks that it exists)."""
-    image = with_liked(Image.objects.visible_to(request.user), request.user).select_related(
-        "owner", "model").filter(pk=pk).first()
-    if image is None:
-        raise Http404("No such image.")
-    return image
+    return access.viewable(images_for(request), pk, request.user)
 
 
 def editable_image(request, pk) -> Image:
-    image = visible_image(request, pk)
-    if not image.can_edit(request.user):
-        raise PermissionDenied("Only the image's owner may change it.")
-    return image
+    return access.editable(images_for(request), pk, request.user)
 
 
 def visible_album(request, pk) -> Album:
-    album = Album.objects.select_related("owner").filter(pk=pk).first()
-    if album is None or not album.can_view(request.user):
-        raise Http404("No such album.")
-    return album
+    return access.viewable(Album.objects.select_related("owner"), pk, request.user)
 
 
 def editable_album(request, pk) -> Album:
-    album = visible_album(request, pk)
-    if not album.can_edit(request.user):
-        raise PermissionDenied("Only the album's owner may change it.")
-    return album
+    return access.editable(Album.objects.select_related("owner"), pk, request.user)
 
 
 def validated(serializer_class, request, **kwargs) -> dict:

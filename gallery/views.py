@@ -8,12 +8,12 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from gallery import services
+from gallery import access, services
 from gallery.media import serve_file
 from gallery.models import Album, Image, Report
 from generation.models import DiffusionModel
@@ -34,32 +34,19 @@ def back(request, fallback):
 
 
 def visible_image(request, pk) -> Image:
-    """The image if this person may see it; otherwise 404, so nothing leaks that it exists."""
-    image = Image.objects.select_related("owner", "model", "generation").filter(pk=pk).first()
-    if image is None or not image.can_view(request.user):
-        raise Http404("No such image")
-    return image
+    return access.viewable(Image.objects.select_related("owner", "model", "generation"), pk, request.user)
 
 
 def own_image(request, pk) -> Image:
-    image = visible_image(request, pk)
-    if not image.can_edit(request.user):
-        raise Http404("No such image")  # staff may view but not edit someone's image here
-    return image
+    return access.editable(Image.objects.select_related("owner", "model", "generation"), pk, request.user)
 
 
 def visible_album(request, pk) -> Album:
-    album = Album.objects.select_related("owner").filter(pk=pk).first()
-    if album is None or not album.can_view(request.user):
-        raise Http404("No such album")
-    return album
+    return access.viewable(Album.objects.select_related("owner"), pk, request.user)
 
 
 def own_album(request, pk) -> Album:
-    album = visible_album(request, pk)
-    if not album.can_edit(request.user):
-        raise Http404("No such album")
-    return album
+    return access.editable(Album.objects.select_related("owner"), pk, request.user)
 
 
 def show_error(request, error: services.GalleryError):
