@@ -1,11 +1,11 @@
 """Measure the built-in model against the quality bar of issue 4.
 
     .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
-        [--prompts 200] [--steps 25] [--guidance 5.0] [--clip-prompts 50] [--out var/eval]
+        [--prompts 200] [--steps 25] [--guidance 3.0] [--clip-prompts 50] [--out var/eval]
 
 1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
    attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
-   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 5.0), judged by
+   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 3.0), judged by
    ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
    batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
 2. CLIP zero-shot per-attribute accuracy of the shipped ``clip/`` on held-out dataset images.
@@ -60,12 +60,24 @@ def quality(model_dir: Path, prompts: int, steps: int, guidance: float, seed: in
     seconds = time.time() - t0
     result = evaluate.score(images, wanted)
     save_grid(images[:100], out / "quality_first100.png")
+    judged = [evaluate.judge(im) for im in images]
     failures = [
-        {"prompt": shapes.caption(w), "seed": seed + i, "judged": evaluate.judge(im)}
-        for i, (im, w) in enumerate(zip(images, wanted))
-        if evaluate.judge(im) != w
+        {"prompt": shapes.caption(w), "seed": seed + i, "judged": j}
+        for i, (j, w) in enumerate(zip(judged, wanted))
+        if j != w
     ]
-    return {"result": result, "seconds": round(seconds, 1), "failures": failures[:40]}
+    return {"result": result, "by_shape": shape_confusion(judged, wanted), "seconds": round(seconds, 1), "failures": failures[:40]}
+
+
+def shape_confusion(judged: list[dict], wanted: list[dict]) -> dict:
+    """Per shape asked for: how many prompts, the share judged right, and what the rest were judged as."""
+    table = {}
+    for shape in shapes.SHAPES:
+        got = [j["shape"] for j, w in zip(judged, wanted) if w["shape"] == shape]
+        if got:
+            table[shape] = {"prompts": len(got), "right": got.count(shape) / len(got),
+                            "judged_as": {other: got.count(other) for other in sorted(set(got)) if other != shape}}
+    return table
 
 
 def zero_shot(model_dir: Path, count: int) -> dict:
@@ -134,6 +146,7 @@ def main(argv=None) -> dict:
     if "quality" not in skip:
         results["quality"] = quality(model_dir, args.prompts, args.steps, args.guidance, args.seed, out)
         print(evaluate.format_table(results["quality"]["result"]), flush=True)
+        print("By shape asked for:", json.dumps(results["quality"]["by_shape"]), flush=True)
     if "zero_shot" not in skip:
         results["clip_zero_shot"] = zero_shot(model_dir, args.zero_shot_images)
         print("CLIP zero-shot:", {k: f"{v:.1%}" for k, v in results["clip_zero_shot"].items()}, flush=True)

@@ -1,0 +1,28 @@
+"""The built-in model on the database: registered on a fresh one, its defaults kept up to date."""
+
+import importlib
+
+import pytest
+from django.apps import apps
+
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE
+from generation.models import DiffusionModel
+from generation.registry import BUILTIN_SLUG, register_builtin_model
+
+guidance_migration = importlib.import_module("generation.migrations.0003_builtin_model_guidance_3")
+
+
+@pytest.mark.django_db
+def test_a_fresh_database_offers_the_built_in_model_by_default_at_its_guidance_scale():
+    DiffusionModel.objects.all().delete()
+    model = register_builtin_model()
+    assert model.slug == BUILTIN_SLUG and model.is_default
+    assert model.default_guidance_scale == BUILTIN_GUIDANCE_SCALE == guidance_migration.NOW
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("before, after", [(5.0, 3.0), (7.0, 3.0), (6.5, 6.5)])
+def test_an_older_install_moves_to_the_new_guidance_scale_unless_an_admin_chose_one(before, after):
+    DiffusionModel.objects.filter(slug=BUILTIN_SLUG).update(default_guidance_scale=before)
+    guidance_migration.forward(apps, None)
+    assert DiffusionModel.objects.get(slug=BUILTIN_SLUG).default_guidance_scale == after
