@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +30,14 @@ from generation.diffusion import dataset as shapes  # noqa: E402
 def allowed_specs(spec: shapes.ShapeSpec) -> list[shapes.ShapeSpec]:
     """Every image the dataset can draw for ``spec``'s full caption."""
     lo, hi = shapes.SIZES[spec.size]
-    px, py = shapes.POSITIONS[spec.position]
     jitter = range(-shapes.POSITION_JITTER, shapes.POSITION_JITTER + 1)
-    out = []
-    for side in range(lo, hi + 1):
-        offset = 0.0 if side % 2 == 0 else 0.5  # as dataset.sample_spec places odd sides
-        out += [replace(spec, side=side, cx=px + jx + offset, cy=py + jy + offset) for jx in jitter for jy in jitter]
-    return out
+    return [shapes.placed_spec(spec.color, spec.background, spec.shape, spec.size, spec.position, side, jx, jy)
+            for side in range(lo, hi + 1) for jx in jitter for jy in jitter]
 
 
 @torch.no_grad()
 def encode(vae, specs: list[shapes.ShapeSpec]) -> torch.Tensor:
-    x = torch.from_numpy(np.stack([shapes.render(s) for s in specs])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = torch.from_numpy(shapes.to_unit_range(np.stack([shapes.render(s) for s in specs])))
     z = torch.cat([vae.encode(x[i : i + 128]).latent_dist.mean for i in range(0, len(x), 128)])
     return z * vae.config.scaling_factor
 

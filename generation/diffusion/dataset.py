@@ -157,12 +157,17 @@ def sample_spec(rng: np.random.Generator, attributes: dict[str, str] | None = No
     position = attributes.get("position") or str(rng.choice(list(POSITIONS)))
     lo, hi = SIZES[size]
     side = int(rng.integers(lo, hi + 1))
-    px, py = POSITIONS[position]
     jx, jy = rng.integers(-POSITION_JITTER, POSITION_JITTER + 1, size=2)
+    return placed_spec(color, background, shape, size, position, side, int(jx), int(jy))
+
+
+def placed_spec(color: str, background: str, shape: str, size: str, position: str, side: int, jx: int, jy: int) -> ShapeSpec:
+    """The spec of a ``side``-px shape at its position's centre moved by (``jx``, ``jy``) px."""
+    px, py = POSITIONS[position]
     # A shape with an even side has its centre on a pixel corner, an odd side on
     # a pixel centre; either way the bounding box centre is (cx, cy).
     offset = 0.0 if side % 2 == 0 else 0.5
-    return ShapeSpec(color, background, shape, size, position, side, px + int(jx) + offset, py + int(jy) + offset)
+    return ShapeSpec(color, background, shape, size, position, side, px + jx + offset, py + jy + offset)
 
 
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
