@@ -45,6 +45,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--unet-latent-bank", type=int, default=None, help="dataset images encoded once for the UNet stage")
     p.add_argument("--unet-batch", type=int, default=None)
+    p.add_argument("--unet-lr", type=float, default=None)
+    p.add_argument("--unet-init", default=None, metavar="UNET_DIR", help="start the UNet stage from this exported UNet (same architecture) with a fresh optimizer and EMA")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights (load them with torch_dtype=torch.float32 on a CPU)")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
     ft = p.add_argument_group("fine-tuning an existing pipeline (needs --data)")
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> dict:
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         unet_batch=args.unet_batch,
+        unet_lr=args.unet_lr,
+        unet_init=args.unet_init,
         unet_latent_bank=args.unet_latent_bank,
     )
     if args.vae_steps is not None:

@@ -54,6 +54,9 @@ class TrainConfig:
     p_full: float = 0.6
     p_empty: float = 0.1  # caption dropout for classifier-free guidance
     unet_bf16: bool = False
+    # An exported UNet directory to start from instead of random weights (fresh optimizer and
+    # EMA), e.g. the shipped model's for a second, lower-learning-rate phase; same architecture.
+    unet_init: str | None = None
 
     # bookkeeping
     checkpoint_every: int = 100

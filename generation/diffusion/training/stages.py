@@ -656,7 +656,10 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
 
     torch.manual_seed(cfg.seed + 2)
     # channels-last: the CPU convolution kernels run this UNet's step ~10% faster (measured).
-    unet = unet_model(cfg, text_encoder.config.hidden_size, sample_size).to(memory_format=torch.channels_last)
+    unet = unet_model(cfg, text_encoder.config.hidden_size, sample_size)
+    if cfg.unet_init:
+        _load_unet_init(unet, cfg.unet_init)
+    unet = unet.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(unet, cfg.unet_ema)
     start, earlier = 0, 0.0
@@ -719,6 +722,18 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     _record(work_dir, "unet", steps=total, batch=cfg.unet_batch, seconds=round(time.time() - t0, 1), **_loss_summary(progress.losses), params=sum(p.numel() for p in unet.parameters()))
     log(f"[unet] done -> {out_dir}")
     return unet
+
+
+def _load_unet_init(unet, init_dir: str) -> None:
+    """Copy an exported UNet's weights into ``unet``; a different architecture is a clear error."""
+    from diffusers import UNet2DConditionModel
+
+    source = UNet2DConditionModel.from_pretrained(init_dir).state_dict()
+    try:
+        unet.load_state_dict(source)
+    except RuntimeError as exc:
+        raise SystemExit(f"--unet-init {init_dir}: its UNet does not match this preset's architecture ({str(exc).splitlines()[0]})") from None
+    log(f"[unet] starting from the weights in {init_dir}")
 
 
 @torch.no_grad()

@@ -137,6 +137,27 @@ def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before
     assert 1000.0 <= seconds < 1000.0 + 600
 
 
+def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_architecture(trained, tmp_path):
+    cfg, work, _ = trained
+    for name in ("tokenizer", "clip", "vae"):
+        (tmp_path / name).symlink_to(work / name)
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    init = S.load_unet(work).state_dict()
+    frozen = cfg.with_overrides(unet_steps=2, unet_lr=0.0)  # no learning: what is saved is where it started
+    S.train_unet(frozen.with_overrides(unet_init=str(work / "unet")), tmp_path, data)
+    started = S.load_unet(tmp_path).state_dict()
+    for k in init:
+        torch.testing.assert_close(started[k], init[k], msg=k)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("tokenizer", "clip", "vae"):
+        (fresh / name).symlink_to(work / name)
+    S.train_unet(frozen, fresh, data)  # without --unet-init the same run starts from random weights
+    assert not torch.equal(S.load_unet(fresh).state_dict()["conv_in.weight"], init["conv_in.weight"])
+    with pytest.raises(SystemExit, match="--unet-init .*does not match"):
+        S.train_unet(cfg.with_overrides(unet_channels=(32, 32, 32), unet_init=str(work / "unet")), tmp_path, data)
+
+
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPModel
