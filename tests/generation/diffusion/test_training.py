@@ -156,6 +156,8 @@ def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_ar
     assert not torch.equal(S.load_unet(fresh).state_dict()["conv_in.weight"], init["conv_in.weight"])
     with pytest.raises(SystemExit, match="--unet-init .*does not match"):
         S.train_unet(cfg.with_overrides(unet_channels=(32, 32, 32), unet_init=str(work / "unet")), tmp_path, data)
+    with pytest.raises(SystemExit, match="--unet-init .*no exported UNet there"):
+        S.train_unet(cfg.with_overrides(unet_init=str(tmp_path / "missing")), tmp_path, data)
 
 
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
