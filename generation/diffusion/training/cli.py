@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> dict:
     unknown = set(wanted) - set(STAGE_CHOICES)
     if unknown:
         raise SystemExit(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGE_CHOICES)}")
+    if cfg.unet_init and not (Path(cfg.unet_init) / "config.json").is_file():
+        # Checked before any stage runs: with --stages all the UNet stage starts half an hour in.
+        raise SystemExit(f"--unet-init {cfg.unet_init}: no exported UNet there (no config.json)")
     write_json(work_dir / "config.json", {"preset": args.preset, "stages": list(wanted), "data": args.data, **cfg.as_dict()})
     timings = {}
     for stage in STAGE_CHOICES:

@@ -728,10 +728,7 @@ def _load_unet_init(unet, init_dir: str) -> None:
     """Copy an exported UNet's weights into ``unet``; a different architecture is a clear error."""
     from diffusers import UNet2DConditionModel
 
-    try:
-        source = UNet2DConditionModel.from_pretrained(init_dir).state_dict()
-    except OSError as exc:
-        raise SystemExit(f"--unet-init {init_dir}: no exported UNet there ({str(exc).splitlines()[0]})") from None
+    source = UNet2DConditionModel.from_pretrained(init_dir).state_dict()
     try:
         unet.load_state_dict(source)
     except RuntimeError as exc:

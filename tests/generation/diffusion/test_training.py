@@ -156,8 +156,6 @@ def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_ar
     assert not torch.equal(S.load_unet(fresh).state_dict()["conv_in.weight"], init["conv_in.weight"])
     with pytest.raises(SystemExit, match="--unet-init .*does not match"):
         S.train_unet(cfg.with_overrides(unet_channels=(32, 32, 32), unet_init=str(work / "unet")), tmp_path, data)
-    with pytest.raises(SystemExit, match="--unet-init .*no exported UNet there"):
-        S.train_unet(cfg.with_overrides(unet_init=str(tmp_path / "missing")), tmp_path, data)
 
 
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
@@ -223,6 +221,13 @@ def test_cli_runs_chosen_stages_on_a_user_folder(tmp_path):
     main(["--preset", "tiny", "--data", str(root), "--work-dir", str(work), "--stages", "tokenizer,clip", "--clip-steps", "3", "--threads", "0"])
     assert (work / "tokenizer" / "tokenizer.json").exists() and (work / "clip" / "config.json").exists()
     assert not (work / "vae").exists()
+
+
+def test_cli_refuses_a_unet_init_folder_without_a_unet_before_any_stage_runs(tmp_path):
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match="--unet-init .*no exported UNet there"):
+        main(["--preset", "tiny", "--work-dir", str(work), "--stages", "tokenizer,clip,unet", "--unet-init", str(tmp_path / "missing")])
+    assert not (work / "tokenizer").exists()
 
 
 def test_builtin_schedule_ends_in_pure_noise_and_every_sampler_can_start_there():
