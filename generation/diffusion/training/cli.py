@@ -46,6 +46,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--unet-latent-bank", type=int, default=None, help="dataset images encoded once for the UNet stage")
     p.add_argument("--unet-batch", type=int, default=None)
     p.add_argument("--unet-lr", type=float, default=None)
+    p.add_argument("--p-full", type=float, default=None, help="share of shapes captions that name all five attributes (default: the preset's); the rest are empty (classifier-free guidance) or partial")
     p.add_argument("--unet-init", default=None, metavar="UNET_DIR", help="start the UNet stage from this exported UNet (same architecture) with a fresh optimizer and EMA")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights (load them with torch_dtype=torch.float32 on a CPU)")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
@@ -104,7 +105,10 @@ def run(args: argparse.Namespace) -> dict:
         unet_lr=args.unet_lr,
         unet_init=args.unet_init,
         unet_latent_bank=args.unet_latent_bank,
+        p_full=args.p_full,
     )
+    if not 0.0 <= cfg.p_full <= 1.0 - cfg.p_empty:
+        raise SystemExit(f"--p-full {cfg.p_full}: must be between 0 and {1.0 - cfg.p_empty:g} (1 minus the {cfg.p_empty:g} share of empty captions)")
     if args.vae_steps is not None:
         cfg = cfg.with_overrides(vae_max_steps=max(cfg.vae_max_steps, args.vae_steps))
     if args.vae_max_steps is not None:

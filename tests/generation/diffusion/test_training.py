@@ -230,6 +230,16 @@ def test_cli_refuses_a_unet_init_folder_without_a_unet_before_any_stage_runs(tmp
     assert not (work / "tokenizer").exists()
 
 
+def test_cli_takes_the_share_of_full_captions_and_refuses_one_that_leaves_no_room_for_empty_captions(tmp_path):
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match=r"--p-full 0\.95: must be between 0 and 0\.9"):
+        main(["--preset", "tiny", "--work-dir", str(work), "--stages", "tokenizer", "--p-full", "0.95"])
+    assert not (work / "tokenizer").exists()
+    main(["--preset", "tiny", "--work-dir", str(work), "--stages", "tokenizer", "--p-full", "0.8"])
+    recorded = json.loads((work / "config.json").read_text())
+    assert recorded["p_full"] == 0.8 and recorded["p_empty"] == 0.1
+
+
 def test_builtin_schedule_ends_in_pure_noise_and_every_sampler_can_start_there():
     from generation.diffusion.samplers import SAMPLERS, build_scheduler
 
