@@ -21,16 +21,15 @@ from pathlib import Path
 
 from generation.diffusion.training.presets import PRESETS, get_preset
 
-STAGE_CHOICES = ("tokenizer", "clip", "vae", "vae_decoder", "unet", "decoder_on_unet", "export")
-# vae_decoder (decoder-only refinement until the VAE gate passes) and decoder_on_unet
-# (the decoder tuned to the trained UNet's own latents) run only when named.
+STAGE_CHOICES = ("tokenizer", "clip", "vae", "vae_decoder", "unet", "export")
+# vae_decoder (decoder-only refinement until the VAE gate passes) runs only when named.
 DEFAULT_STAGES = ("tokenizer", "clip", "vae", "unet", "export")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="python -m generation.diffusion.training", description=__doc__.split("\n\n")[1])
     p.add_argument("--preset", default="builtin", choices=sorted(PRESETS), help="training configuration (default: builtin)")
-    p.add_argument("--stages", default="all", help="comma-separated subset of tokenizer,clip,vae,vae_decoder,unet,decoder_on_unet,export (default: all = all but vae_decoder and decoder_on_unet)")
+    p.add_argument("--stages", default="all", help="comma-separated subset of tokenizer,clip,vae,vae_decoder,unet,export (default: all = all but vae_decoder)")
     p.add_argument("--work-dir", default="var/train/builtin", help="stage outputs, checkpoints and samples")
     p.add_argument("--export-dir", default=None, help="where the export stage writes the pipeline (default: WORK_DIR/pipeline)")
     p.add_argument("--data", default=None, help="a folder of images with same-named .txt captions, or with metadata.jsonl (default: the procedural shapes)")
@@ -42,7 +41,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--clip-steps", type=int, default=None)
     p.add_argument("--vae-steps", type=int, default=None)
     p.add_argument("--vae-decoder-steps", type=int, default=900, help="steps of the optional vae_decoder stage")
-    p.add_argument("--decoder-on-unet-steps", type=int, default=600, help="steps of the optional decoder_on_unet stage")
     p.add_argument("--vae-max-steps", type=int, default=None, help="cap on VAE steps while its gate fails")
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--unet-latent-bank", type=int, default=None, help="dataset images encoded once for the UNet stage")
@@ -141,8 +139,6 @@ def run(args: argparse.Namespace) -> dict:
             S.finetune_vae_decoder(cfg, work_dir, data, args.vae_decoder_steps, resume=args.resume)
         elif stage == "unet":
             S.train_unet(cfg, work_dir, data, resume=args.resume)
-        elif stage == "decoder_on_unet":
-            S.finetune_decoder_on_unet(cfg, work_dir, data, args.decoder_on_unet_steps, resume=args.resume)
         elif stage == "export":
             S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16)
         timings[stage] = round(time.time() - t0, 1)

@@ -58,12 +58,6 @@ class TrainConfig:
     # EMA), e.g. the shipped model's for a second, lower-learning-rate phase; same architecture.
     unet_init: str | None = None
 
-    # Decoder tuned to the UNet's own latents (stage decoder_on_unet, after the UNet)
-    decoder_pairs: int = 4096  # dataset images whose latents the UNet regenerates, made once
-    decoder_max_t: int = 600  # each latent is noised to a random t up to this before the UNet denoises it
-    decoder_guidance: float = 3.0  # as generation (BUILTIN_GUIDANCE_SCALE)
-    decoder_lr: float = 5e-4
-
     # bookkeeping
     checkpoint_every: int = 100
     sample_every: int = 500
@@ -114,7 +108,6 @@ PRESETS: dict[str, TrainConfig] = {
         unet_batch=16,
         unet_lr=1e-3,
         unet_latent_bank=64,
-        decoder_pairs=16,
         checkpoint_every=5,
         sample_every=10,
         log_every=5,

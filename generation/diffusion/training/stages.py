@@ -440,15 +440,13 @@ def save_grid(images: np.ndarray, path: Path, rows: int = 1) -> None:
 
 
 def load_vae(work_dir: Path, prefer_decoder_finetune: bool = False):
-    """The stage's VAE; with ``prefer_decoder_finetune`` the newest decoder refinement that exists,
-    ``decoder_on_unet`` before ``vae_decoder`` (same encoder, so latents -- and a UNet trained on
-    them -- are unchanged)."""
+    """The stage's VAE; with ``prefer_decoder_finetune`` the decoder-refined one when it exists
+    (same encoder, so latents -- and a UNet trained on them -- are unchanged)."""
     from diffusers import AutoencoderKL
 
-    if prefer_decoder_finetune:
-        for refined in ("decoder_on_unet", "vae_decoder"):
-            if (Path(work_dir) / refined / "config.json").exists():
-                return AutoencoderKL.from_pretrained(Path(work_dir) / refined).eval()
+    refined = Path(work_dir) / "vae_decoder"
+    if prefer_decoder_finetune and (refined / "config.json").exists():
+        return AutoencoderKL.from_pretrained(refined).eval()
     return AutoencoderKL.from_pretrained(Path(work_dir) / "vae").eval()
 
 
@@ -794,137 +792,6 @@ def load_unet(work_dir: Path):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel.from_pretrained(Path(work_dir) / "unet").eval()
-
-
-# --------------------------------------------------------------------------
-# 4b. the decoder, tuned to the UNet's own latents
-
-
-@torch.no_grad()
-def regenerate_latents(unet, text_encoder, tokenizer, scheduler, z0: torch.Tensor, captions: list[str], t_start: torch.Tensor, noise: torch.Tensor, guidance: float, steps: int = 25) -> torch.Tensor:
-    """Each scaled latent noised to its own ``t_start`` and denoised back by the UNet (SDEdit, Meng et al., 2022).
-
-    The same DDIM grid and classifier-free guidance as generation; a latent joins
-    at the first grid step at or below its ``t_start`` (one below the last grid
-    step stays as it is).
-    """
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler.from_config(scheduler.config)
-    sched.set_timesteps(steps)
-    cond = text_encoder(tokenize(tokenizer, captions))[0]
-    uncond = text_encoder(tokenize(tokenizer, [""] * len(captions)))[0]
-    latents = z0.clone()
-    started = torch.zeros(len(z0), dtype=torch.bool)
-    for t in sched.timesteps:
-        joining = ~started & (t_start >= t)
-        if joining.any():
-            latents[joining] = sched.add_noise(z0[joining], noise[joining], torch.full((int(joining.sum()),), int(t)))
-            started |= joining
-        if not started.any():
-            continue
-        idx = started.nonzero().squeeze(1)
-        x = latents[idx]
-        out = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond[idx], cond[idx]])).sample
-        out_u, out_c = out.chunk(2)
-        latents[idx] = sched.step(out_u + guidance * (out_c - out_u), t, x).prev_sample
-    return latents
-
-
-def _decoder_pairs(cfg: TrainConfig, work_dir: Path, vae, data) -> dict[str, Any]:
-    """Dataset images and the UNet's regenerations of their latents, made once and cached on disk."""
-    path = Path(work_dir) / "decoder_on_unet_pairs.pt"
-    key = {"count": cfg.decoder_pairs, "seed": cfg.seed, "max_t": cfg.decoder_max_t, "guidance": cfg.decoder_guidance}
-    if path.exists():
-        pairs = torch.load(path, weights_only=False)
-        if pairs["key"] == key:
-            return pairs
-    t0 = time.time()
-    tokenizer = load_tokenizer(work_dir)
-    text_encoder = text_encoder_from_clip(load_clip(work_dir))
-    unet = load_unet(work_dir)
-    scheduler = ddim_scheduler(cfg.num_train_timesteps)
-    scaling = vae.config.scaling_factor
-    images, latents = [], []
-    for start in range(0, cfg.decoder_pairs, 64):
-        rng = step_rng(cfg.seed, "decoder_on_unet_pairs", start)
-        n = min(64, cfg.decoder_pairs - start)
-        batch, captions = data.batch(rng, n, p_empty=0.0)
-        z0 = vae.encode(_to_tensor(batch)).latent_dist.mode() * scaling
-        t_start = torch.from_numpy(rng.integers(0, cfg.decoder_max_t + 1, size=n))
-        noise = torch.from_numpy(rng.standard_normal(z0.shape).astype(np.float32))
-        latents.append(regenerate_latents(unet, text_encoder, tokenizer, scheduler, z0, captions, t_start, noise, cfg.decoder_guidance) / scaling)
-        images.append(torch.from_numpy(batch))
-        log(f"[decoder_on_unet] {start + n}/{cfg.decoder_pairs} pairs ({time.time() - t0:.0f}s)")
-    pairs = {"key": key, "images": torch.cat(images), "latents": torch.cat(latents)}
-    torch.save(pairs, path)
-    return pairs
-
-
-def finetune_decoder_on_unet(cfg: TrainConfig, work_dir: Path, data, steps: int, resume: bool = False):
-    """Tune the VAE decoder to the latents the UNet actually produces (encoder frozen, UNet unchanged).
-
-    At 25 DDIM steps the UNet's latents are slightly off the encoder's: it
-    draws squares with wavy sides, which the evaluator counts as circles. So
-    each dataset image's latent is noised to a random t <= ``decoder_max_t``
-    and denoised back by the UNet (``regenerate_latents``), and the decoder
-    learns to map that regeneration to the original image. The other half of
-    every batch is plain reconstructions, and the result is kept only if it
-    still passes the VAE's reconstruction gate; export ships it from
-    ``work_dir/decoder_on_unet``.
-    """
-    from diffusers import AutoencoderKL
-
-    # From the gate-passing refinement when there is one, never from this stage's own
-    # earlier output, so a re-run starts over instead of compounding.
-    base = "vae_decoder" if (Path(work_dir) / "vae_decoder" / "config.json").exists() else "vae"
-    vae = AutoencoderKL.from_pretrained(Path(work_dir) / base).eval().requires_grad_(False)
-    pairs = _decoder_pairs(cfg, work_dir, vae, data)
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
-    start, earlier = 0, 0.0
-    if resume and (ckpt := latest_checkpoint(work_dir, "decoder_on_unet")):
-        state = load_checkpoint(ckpt)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, earlier = state["step"], state.get("seconds", 0.0)
-        log(f"[decoder_on_unet] resumed from {ckpt} at step {start}")
-    progress = Progress("decoder_on_unet", steps, start, every=cfg.log_every)
-    t0 = time.time() - earlier
-    half = cfg.vae_batch // 2
-    for step in range(start, steps):
-        vae.decoder.train()
-        rng = step_rng(cfg.seed, "decoder_on_unet", step)
-        idx = rng.integers(0, len(pairs["latents"]), size=half)
-        fresh, _ = data.batch(rng, cfg.vae_batch - half, p_empty=0.0)
-        with torch.no_grad():
-            z_fresh = vae.encode(_to_tensor(fresh)).latent_dist.sample()
-        z = torch.cat([pairs["latents"][idx], z_fresh])
-        x = torch.cat([_to_tensor(pairs["images"][idx].numpy()), _to_tensor(fresh)])
-        recon = vae.decode(z).sample
-        err = (recon - x).abs() + (recon - x) ** 2
-        loss = (edge_weights(x, cfg.vae_edge_weight) * err).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        progress.update(step + 1, loss.item())
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            save_checkpoint(work_dir, "decoder_on_unet", step + 1, {"model": vae.state_dict(), "optimizer": opt.state_dict(), "seconds": time.time() - t0})
-    vae.eval()
-    gate = vae_reconstruction_score(vae, cfg.vae_gate_images, HELD_OUT_SEED + cfg.seed + 1)
-    passed = min(gate[a] for a in shapes.ATTRIBUTES) >= cfg.vae_gate
-    out_dir = Path(work_dir) / "decoder_on_unet"
-    if passed:
-        vae.save_pretrained(out_dir)
-        log(f"[decoder_on_unet] gate {_fmt(gate)} passed -> {out_dir}")
-    else:
-        _clear_dir(out_dir)  # export must not ship a decoder that fails the gate
-        log(f"[decoder_on_unet] gate {_fmt(gate)} FAILED; the decoder is not kept")
-    _record(work_dir, "decoder_on_unet", steps=steps, batch=cfg.vae_batch, pairs=cfg.decoder_pairs, seconds=round(time.time() - t0, 1), **_loss_summary(progress.losses), gate=gate, gate_passed=passed)
-    return vae
 
 
 # --------------------------------------------------------------------------

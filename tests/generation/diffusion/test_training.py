@@ -34,7 +34,6 @@ def trained(tmp_path_factory):
     S.train_vae(cfg, work, data)
     S.train_unet(cfg, work, data)
     S.finetune_vae_decoder(cfg, work, data, steps=4, gate_every=4)
-    S.finetune_decoder_on_unet(cfg, work, data, steps=4)
     S.export_pipeline(cfg, work, work / "pipeline", data)
     yield cfg, work, json.loads((work / "stages.json").read_text())
     torch.set_num_threads(threads)
@@ -101,39 +100,6 @@ def test_decoder_refinement_keeps_the_encoder_and_is_what_export_ships(trained):
     k = changed[0]
     torch.testing.assert_close(shipped.decoder.state_dict()[k], refined.decoder.state_dict()[k])
     assert record["vae_decoder"]["steps"] == 4 and record["vae_decoder"]["gate"]
-
-
-def test_the_decoder_tuned_on_the_unets_own_latents_is_what_export_ships_and_a_gate_failure_keeps_nothing(trained, tmp_path):
-    import shutil
-
-    from diffusers import AutoencoderKL
-
-    cfg, work, record = trained
-    pairs = torch.load(work / "decoder_on_unet_pairs.pt", weights_only=False)
-    vae = S.load_vae(work)
-    assert pairs["latents"].shape[0] == pairs["images"].shape[0] == cfg.decoder_pairs
-    with torch.no_grad():
-        encoded = vae.encode(S._to_tensor(pairs["images"].numpy())).latent_dist.mode()
-    regenerated = [not torch.allclose(a, b, atol=1e-4) for a, b in zip(pairs["latents"], encoded)]
-    assert any(regenerated), "the UNet changed none of the latents it was given"
-    assert record["decoder_on_unet"]["gate_passed"] and record["decoder_on_unet"]["steps"] == 4
-    tuned = AutoencoderKL.from_pretrained(work / "decoder_on_unet")
-    shipped = AutoencoderKL.from_pretrained(work / "pipeline" / "vae", torch_dtype=torch.float32)
-    refined = AutoencoderKL.from_pretrained(work / "vae_decoder")
-    for k, v in vae.encoder.state_dict().items():
-        assert torch.equal(v, tuned.encoder.state_dict()[k])
-    changed = [k for k, v in refined.decoder.state_dict().items() if not torch.equal(v, tuned.decoder.state_dict()[k])]
-    assert changed, "tuning left the decoder as it was"
-    torch.testing.assert_close(shipped.decoder.state_dict()[changed[0]], tuned.decoder.state_dict()[changed[0]])
-
-    # The same stage against a gate nobody passes keeps no decoder, so export falls back to vae_decoder.
-    other = tmp_path / "work"
-    shutil.copytree(work, other, ignore=shutil.ignore_patterns("checkpoints", "pipeline"))
-    S.finetune_decoder_on_unet(cfg.with_overrides(vae_gate=1.01), other, ShapesData(cfg.p_full, cfg.p_empty), steps=2)
-    assert not (other / "decoder_on_unet").exists()
-    assert json.loads((other / "stages.json").read_text())["decoder_on_unet"]["gate_passed"] is False
-    fallback = S.load_vae(other, prefer_decoder_finetune=True)
-    torch.testing.assert_close(fallback.decoder.state_dict()[changed[0]], refined.decoder.state_dict()[changed[0]])
 
 
 def test_a_resumed_decoder_refinement_remembers_the_gates_it_already_ran(trained, tmp_path):
