@@ -77,7 +77,8 @@ class TrainConfig:
 
 # The shipped model's default classifier-free guidance scale: on the 200-prompt evaluation
 # 3 beat 5 for v1.2 at three seed sets (all five right 65.5 / 63.5 / 63.5% vs 60.5 / 60.5 /
-# 58.5%), and for v1.4 3 beat 2, 4 and 5 (70.0% vs 67.5 / 67.5 / 63.5%; docs/MODEL.md). The registry offers it (migration 0003 moves
+# 58.5%), for v1.4 3 beat 2, 4 and 5 (70.0% vs 67.5 / 67.5 / 63.5%), and for v1.5 3 and 2 tie (73.0 /
+# 74.0 / 76.5% vs 73.0 / 74.0 / 76.0%; docs/MODEL.md). The registry offers it (migration 0003 moves
 # older installs); the evaluator and the smoke test measure at it.
 BUILTIN_GUIDANCE_SCALE = 3.0
 
