@@ -240,6 +240,19 @@ def test_cli_takes_the_share_of_full_captions_and_refuses_one_that_leaves_no_roo
     assert recorded["p_full"] == 0.8 and recorded["p_empty"] == 0.1
 
 
+@pytest.mark.parametrize("p_full", [0.6, 0.8])
+def test_the_unet_stage_draws_the_configured_share_of_fully_specified_captions(p_full):
+    rng = np.random.default_rng(0)
+    specs = [d.sample_spec(rng) for _ in range(50)]
+    bank = {"attributes": [s.attributes() for s in specs], "captions": None}
+    captions = S._bank_captions(bank, rng.integers(0, 50, size=4000), rng, tiny(p_full=p_full))
+    full = sum(len(d.parse_caption(c)) == len(d.ATTRIBUTES) for c in captions) / len(captions)
+    empty = captions.count("") / len(captions)
+    # Partial captions keep each of four attributes with p = 1/2, so 1/16 of them are full too.
+    assert full == pytest.approx(p_full + (1 - p_full - 0.1) / 16, abs=0.03)
+    assert empty == pytest.approx(0.1, abs=0.02)
+
+
 def test_builtin_schedule_ends_in_pure_noise_and_every_sampler_can_start_there():
     from generation.diffusion.samplers import SAMPLERS, build_scheduler
 
