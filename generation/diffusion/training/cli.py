@@ -93,22 +93,23 @@ def run(args: argparse.Namespace) -> dict:
     from generation.diffusion.training.common import write_json
     from generation.diffusion.training.data import FolderData, ShapesData
 
-    cfg = get_preset(args.preset).with_overrides(
-        seed=args.seed,
-        threads=args.threads,
-        checkpoint_every=args.checkpoint_every,
-        sample_every=args.sample_every,
-        clip_steps=args.clip_steps,
-        vae_steps=args.vae_steps,
-        unet_steps=args.unet_steps,
-        unet_batch=args.unet_batch,
-        unet_lr=args.unet_lr,
-        unet_init=args.unet_init,
-        unet_latent_bank=args.unet_latent_bank,
-        p_full=args.p_full,
-    )
-    if not 0.0 <= cfg.p_full <= 1.0 - cfg.p_empty:
-        raise SystemExit(f"--p-full {cfg.p_full}: must be between 0 and {1.0 - cfg.p_empty:g} (1 minus the {cfg.p_empty:g} share of empty captions)")
+    try:
+        cfg = get_preset(args.preset).with_overrides(
+            seed=args.seed,
+            threads=args.threads,
+            checkpoint_every=args.checkpoint_every,
+            sample_every=args.sample_every,
+            clip_steps=args.clip_steps,
+            vae_steps=args.vae_steps,
+            unet_steps=args.unet_steps,
+            unet_batch=args.unet_batch,
+            unet_lr=args.unet_lr,
+            unet_init=args.unet_init,
+            unet_latent_bank=args.unet_latent_bank,
+            p_full=args.p_full,
+        )
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.vae_steps is not None:
         cfg = cfg.with_overrides(vae_max_steps=max(cfg.vae_max_steps, args.vae_steps))
     if args.vae_max_steps is not None:

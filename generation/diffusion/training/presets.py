@@ -64,6 +64,12 @@ class TrainConfig:
     log_every: int = 20
     num_train_timesteps: int = 1000
 
+    def __post_init__(self) -> None:
+        # Checked here, not only on the command line: training_caption draws empty, then full,
+        # then partial captions, so shares adding up to more than 1 silently leave no partial ones.
+        if not 0.0 <= self.p_full <= 1.0 - self.p_empty:
+            raise ValueError(f"--p-full {self.p_full}: must be between 0 and {1.0 - self.p_empty:g} (1 minus the {self.p_empty:g} share of empty captions)")
+
     def with_overrides(self, **overrides) -> "TrainConfig":
         known = {f.name for f in fields(self)}
         unknown = set(overrides) - known

@@ -238,6 +238,9 @@ def test_cli_takes_the_share_of_full_captions_and_refuses_one_that_leaves_no_roo
     main(["--preset", "tiny", "--work-dir", str(work), "--stages", "tokenizer", "--p-full", "0.8"])
     recorded = json.loads((work / "config.json").read_text())
     assert recorded["p_full"] == 0.8 and recorded["p_empty"] == 0.1
+    # The config itself refuses it too, so code that builds one cannot get a silent caption mix.
+    with pytest.raises(ValueError, match="--p-full 0.95"):
+        get_preset("builtin").with_overrides(p_full=0.95)
 
 
 @pytest.mark.parametrize("p_full", [0.6, 0.8])
