@@ -1,13 +1,25 @@
 """Measure the built-in model against the quality bar of issue 4.
 
     .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
-        [--prompts 200] [--steps 25] [--guidance 3.0] [--clip-prompts 50] [--out var/eval]
+        [--unet DIR] [--prompts 200] [--steps 25] [--guidance 3.0] [--seed 1000]
+        [--sdedit-images 240] [--clip-prompts 50] [--skip quality,partial,sdedit,zero_shot,clip]
+        [--out var/eval]
+
+``--unet`` evaluates a trial UNet folder (a training run's ``unet/``) with the rest of the model.
 
 1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
    attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
    ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 3.0), judged by
    ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
    batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
+   Then the same prompts cut down to partial ones (``dataset.partial_evaluation_prompts``: the
+   shape and each other attribute kept with probability 1/2, as in training), same seeds,
+   judged only on the attributes each names.
+   And where shapes are lost (``--sdedit-images``): held-out dataset images, each noised to a
+   point of the 25-step schedule and denoised back with its full caption by the stock
+   img2img pipeline (SDEdit, Meng et al., 2022; strength 0.08 / 0.2 / 0.4 / 0.6 = the last
+   2 / 5 / 10 / 15 steps, from t = 79 / 199 / 399 / 599), then judged: the share of each shape
+   still judged as itself. An ideal denoiser keeps them all at low strength.
 2. CLIP zero-shot per-attribute accuracy of the shipped ``clip/`` on held-out dataset images.
 3. CLIP score mean with CLIP guidance off vs on, same prompts and seeds, through the engine
    (``generation.diffusion.engine.generate``) when it is importable.
@@ -48,23 +60,28 @@ def save_grid(images, path: Path, cols: int = 20) -> None:
     Image.fromarray(grid).save(path)
 
 
-def quality(model_dir: Path, prompts: int, steps: int, guidance: float, seed: int, out: Path) -> dict:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def ddim_pipeline(model_dir: Path, unet_dir: str | None):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
+    if unet_dir:
+        pipe.unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    wanted = shapes.evaluation_prompts(prompts, seed=0)
+    return pipe
+
+
+def quality(pipe, wanted: list[dict], steps: int, guidance: float, seed: int, out: Path, grid_name: str) -> dict:
     t0 = time.time()
     images = evaluate.pipeline_images(pipe, wanted, seed=seed, steps=steps, guidance_scale=guidance, batch_size=25)
     seconds = time.time() - t0
     result = evaluate.score(images, wanted)
-    save_grid(images[:100], out / "quality_first100.png")
+    save_grid(images[:100], out / grid_name)
     judged = [evaluate.judge(im) for im in images]
     failures = [
         {"prompt": shapes.caption(w), "seed": seed + i, "judged": j}
         for i, (j, w) in enumerate(zip(judged, wanted))
-        if j != w
+        if any(j[a] != v for a, v in w.items())
     ]
     return {"result": result, "by_shape": shape_confusion(judged, wanted), "seconds": round(seconds, 1), "failures": failures[:40]}
 
@@ -76,8 +93,38 @@ def shape_confusion(judged: list[dict], wanted: list[dict]) -> dict:
         got = [j["shape"] for j, w in zip(judged, wanted) if w["shape"] == shape]
         if got:
             table[shape] = {"prompts": len(got), "right": got.count(shape) / len(got),
-                            "judged_as": {other: got.count(other) for other in sorted(set(got)) if other != shape}}
+                            "judged_as": {other: got.count(other) for other in sorted(set(got), key=str) if other != shape}}
     return table
+
+
+SDEDIT_STRENGTHS = (0.08, 0.2, 0.4, 0.6)
+
+
+def sdedit_kept(pipe, count: int, steps: int, guidance: float, seed: int) -> dict:
+    """Per img2img strength and shape: the share of held-out dataset images still judged as their shape."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    images, specs = shapes.generate(count, seed=2_000_011)  # never used in training (different seed stream)
+    wanted = [s.attributes() for s in specs]
+    table = {}
+    for strength in SDEDIT_STRENGTHS:
+        out = []
+        for start in range(0, count, 25):
+            chunk = slice(start, min(start + 25, count))
+            result = img2img(
+                [shapes.caption(w) for w in wanted[chunk]],
+                image=[Image.fromarray(im) for im in images[chunk]],
+                strength=strength, num_inference_steps=steps, guidance_scale=guidance,
+                generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(chunk.start, chunk.stop)],
+                output_type="np",
+            )
+            out.extend((np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in result.images)
+        judged = [evaluate.judge(im) for im in out]
+        table[str(strength)] = shape_confusion(judged, wanted)
+    return {"images": count, "strengths": table}
 
 
 def zero_shot(model_dir: Path, count: int) -> dict:
@@ -127,14 +174,16 @@ def clip_guidance_scores(model_dir: Path, prompts: int, steps: int, guidance: fl
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "generation" / "builtin_model"))
+    p.add_argument("--unet", default=None, help="a UNet folder to evaluate in place of the model's own (quality, partial and sdedit parts)")
     p.add_argument("--prompts", type=int, default=200)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=BUILTIN_GUIDANCE_SCALE, help="default: the built-in model's default guidance scale")
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--sdedit-images", type=int, default=240)
     p.add_argument("--zero-shot-images", type=int, default=500)
     p.add_argument("--clip-prompts", type=int, default=50)
     p.add_argument("--clip-guidance-scale", type=float, default=100.0)
-    p.add_argument("--skip", default="", help="comma list of parts to skip: quality,zero_shot,clip")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: quality,partial,sdedit,zero_shot,clip")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "var" / "eval"))
     args = p.parse_args(argv)
@@ -142,11 +191,22 @@ def main(argv=None) -> dict:
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"model": str(model_dir), "steps": args.steps, "guidance_scale": args.guidance, "sampler": "DDIM (eta 0)", "seed": args.seed}
+    results: dict = {"model": str(model_dir), "unet": args.unet, "steps": args.steps, "guidance_scale": args.guidance, "sampler": "DDIM (eta 0)", "seed": args.seed}
+    if not {"quality", "partial", "sdedit"} <= skip:
+        pipe = ddim_pipeline(model_dir, args.unet)
     if "quality" not in skip:
-        results["quality"] = quality(model_dir, args.prompts, args.steps, args.guidance, args.seed, out)
+        wanted = shapes.evaluation_prompts(args.prompts, seed=0)
+        results["quality"] = quality(pipe, wanted, args.steps, args.guidance, args.seed, out, "quality_first100.png")
         print(evaluate.format_table(results["quality"]["result"]), flush=True)
         print("By shape asked for:", json.dumps(results["quality"]["by_shape"]), flush=True)
+    if "partial" not in skip:
+        wanted = shapes.partial_evaluation_prompts(args.prompts, seed=0)
+        results["partial"] = quality(pipe, wanted, args.steps, args.guidance, args.seed, out, "partial_first100.png")
+        print("Partial prompts (only the named attributes judged):", flush=True)
+        print(evaluate.format_table(results["partial"]["result"], bar=None, all_label="all named right"), flush=True)
+    if "sdedit" not in skip and args.sdedit_images > 0:
+        results["sdedit"] = sdedit_kept(pipe, args.sdedit_images, args.steps, args.guidance, args.seed)
+        print("Shapes kept by SDEdit from dataset images (strength: share judged as the shape):", json.dumps({strength: {shape: f"{row['right']:.1%} of {row['prompts']}" for shape, row in by_shape.items()} for strength, by_shape in results["sdedit"]["strengths"].items()}), flush=True)
     if "zero_shot" not in skip:
         results["clip_zero_shot"] = zero_shot(model_dir, args.zero_shot_images)
         print("CLIP zero-shot:", {k: f"{v:.1%}" for k, v in results["clip_zero_shot"].items()}, flush=True)

@@ -243,6 +243,24 @@ def evaluation_prompts(count: int, seed: int) -> list[dict[str, str]]:
     return [combos[int(i)] for i in order[:count]]
 
 
+def partial_evaluation_prompts(count: int, seed: int, p_keep: float = 0.5) -> list[dict[str, str]]:
+    """``evaluation_prompts(count, seed)`` cut down to partial prompts like ``a red circle``.
+
+    Each keeps its shape and each other attribute with probability ``p_keep``
+    (the training captions' rule), drawn from a generator seeded ``seed + 1``.
+    Only the attributes a prompt names are judged (``evaluate.score``).
+    """
+    rng = np.random.default_rng(seed + 1)
+    prompts = []
+    for attributes in evaluation_prompts(count, seed):
+        kept = {"shape": attributes["shape"]}
+        for name in ("size", "color", "position", "background"):
+            if rng.random() < p_keep:
+                kept[name] = attributes[name]
+        prompts.append(kept)
+    return prompts
+
+
 def to_unit_range(images: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW in [-1, 1] (the range the VAE sees)."""
     return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2).copy()

@@ -111,8 +111,14 @@ def judge(image: np.ndarray) -> dict[str, str | None]:
 
 
 def score(images: Iterable[np.ndarray], expected: Sequence[dict[str, str]]) -> dict[str, float]:
-    """Per-attribute accuracy and ``all`` (all five right) of ``images`` against ``expected``."""
+    """Per-attribute accuracy and ``all`` (every attribute asked for right) of ``images`` against ``expected``.
+
+    An attribute's accuracy counts only the prompts that name it, so partial
+    prompts (``a red circle``) are judged on what they ask for; an attribute
+    no prompt names is left out.
+    """
     hits = {a: 0 for a in ATTRIBUTES}
+    named = {a: 0 for a in ATTRIBUTES}
     all_right = 0
     n = 0
     for image, want in zip(images, expected):
@@ -122,12 +128,13 @@ def score(images: Iterable[np.ndarray], expected: Sequence[dict[str, str]]) -> d
             if a in want:
                 right = got[a] == want[a]
                 hits[a] += right
+                named[a] += 1
                 ok &= right
         all_right += ok
         n += 1
     if n == 0:
         raise ValueError("nothing to score")
-    out = {a: hits[a] / n for a in ATTRIBUTES}
+    out = {a: hits[a] / named[a] for a in ATTRIBUTES if named[a]}
     out["all"] = all_right / n
     out["count"] = n
     return out
@@ -136,17 +143,18 @@ def score(images: Iterable[np.ndarray], expected: Sequence[dict[str, str]]) -> d
 QUALITY_BAR = {"color": 0.95, "background": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90, "all": 0.75}
 
 
-def format_table(result: dict[str, float], bar: dict[str, float] | None = QUALITY_BAR) -> str:
-    """A markdown table of a ``score`` result, against the quality bar."""
-    lines = ["| attribute | accuracy | bar | met |", "| --- | --- | --- | --- |"]
+def format_table(result: dict[str, float], bar: dict[str, float] | None = QUALITY_BAR, all_label: str = "all five right") -> str:
+    """A markdown table of a ``score`` result, against the quality bar (``bar=None``: accuracies only)."""
+    lines = ["| attribute | accuracy | bar | met |", "| --- | --- | --- | --- |"] if bar else ["| attribute | accuracy |", "| --- | --- |"]
     for a in (*ATTRIBUTES, "all"):
         if a not in result:
             continue
-        target = (bar or {}).get(a)
-        met = "" if target is None else ("yes" if result[a] >= target else "**no**")
-        label = "all five right" if a == "all" else ("object colour" if a == "color" else a)
-        tgt = "" if target is None else f"≥ {target:.0%}"
-        lines.append(f"| {label} | {result[a]:.1%} | {tgt} | {met} |")
+        label = all_label if a == "all" else ("object colour" if a == "color" else a)
+        row = f"| {label} | {result[a]:.1%} |"
+        if bar:
+            target = bar.get(a)
+            row += " | |" if target is None else f" ≥ {target:.0%} | {'yes' if result[a] >= target else '**no**'} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -70,3 +70,16 @@ def test_evaluation_prompts_are_fully_specified_distinct_and_deterministic():
     assert prompts == d.evaluation_prompts(200, seed=0)
     assert len({d.caption(p) for p in prompts}) == 200
     assert all(set(p) == set(d.ATTRIBUTES) and p["color"] != p["background"] for p in prompts)
+
+
+def test_partial_evaluation_prompts_keep_the_shape_and_drop_about_half_of_the_other_attributes():
+    full = d.evaluation_prompts(200, seed=0)
+    partial = d.partial_evaluation_prompts(200, seed=0)
+    assert partial == d.partial_evaluation_prompts(200, seed=0)
+    for whole, cut in zip(full, partial):
+        assert cut["shape"] == whole["shape"]
+        assert all(whole[name] == value for name, value in cut.items())
+    kept = sum(len(p) - 1 for p in partial) / (4 * len(partial))
+    assert 0.4 < kept < 0.6, kept
+    assert any(len(p) == 1 for p in partial) and any(len(p) == 5 for p in partial)
+    assert d.parse_caption(d.caption(partial[0])) == partial[0]

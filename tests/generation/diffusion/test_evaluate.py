@@ -40,3 +40,21 @@ def test_format_table_marks_attributes_below_the_bar():
     table = e.format_table({"color": 1.0, "background": 0.5, "shape": 1, "size": 1, "position": 1, "all": 0.5})
     assert "| background | 50.0% | ≥ 95% | **no** |" in table
     assert "| object colour | 100.0% | ≥ 95% | yes |" in table
+
+
+def test_score_judges_partial_prompts_only_on_the_attributes_they_name():
+    images, specs = d.generate(4, seed=14)
+    asked = [s.attributes() for s in specs]
+    wrong_colour = next(c for c in d.COLORS if c not in (asked[0]["color"], asked[0]["background"]))
+    prompts = [
+        {"shape": asked[0]["shape"], "color": wrong_colour},  # colour wrong
+        {"shape": asked[1]["shape"], "color": asked[1]["color"]},
+        {"shape": asked[2]["shape"]},
+        {"shape": asked[3]["shape"], "position": asked[3]["position"]},
+    ]
+    result = e.score(images, prompts)
+    assert result["color"] == 0.5  # one of the two prompts naming a colour
+    assert result["shape"] == 1.0 and result["position"] == 1.0
+    assert "size" not in result and "background" not in result  # no prompt asked for them
+    assert result["all"] == 0.75
+    assert "| all named right |" in e.format_table(result, bar=None, all_label="all named right")
