@@ -9,7 +9,7 @@
 
 1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
    attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
-   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 3.0), judged by
+   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 2.0), judged by
    ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
    batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
    Then the same prompts cut down to partial ones (``dataset.partial_evaluation_prompts``: the

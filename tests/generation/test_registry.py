@@ -9,7 +9,8 @@ from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE
 from generation.models import DiffusionModel
 from generation.registry import BUILTIN_SLUG, register_builtin_model
 
-guidance_migration = importlib.import_module("generation.migrations.0003_builtin_model_guidance_3")
+guidance_migration_3 = importlib.import_module("generation.migrations.0003_builtin_model_guidance_3")
+guidance_migration = importlib.import_module("generation.migrations.0004_builtin_model_guidance_2")
 
 
 @pytest.mark.django_db
@@ -21,8 +22,16 @@ def test_a_fresh_database_offers_the_built_in_model_by_default_at_its_guidance_s
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("before, after", [(5.0, 3.0), (7.0, 3.0), (6.5, 6.5)])
+@pytest.mark.parametrize("before, after", [(5.0, 2.0), (7.0, 2.0), (3.0, 2.0), (6.5, 6.5), (2.5, 2.5)])
 def test_an_older_install_moves_to_the_new_guidance_scale_unless_an_admin_chose_one(before, after):
     DiffusionModel.objects.filter(slug=BUILTIN_SLUG).update(default_guidance_scale=before)
     guidance_migration.forward(apps, None)
     assert DiffusionModel.objects.get(slug=BUILTIN_SLUG).default_guidance_scale == after
+
+
+@pytest.mark.django_db
+def test_an_install_that_missed_both_guidance_migrations_ends_at_the_newest_scale():
+    DiffusionModel.objects.filter(slug=BUILTIN_SLUG).update(default_guidance_scale=7.0)
+    guidance_migration_3.forward(apps, None)
+    guidance_migration.forward(apps, None)
+    assert DiffusionModel.objects.get(slug=BUILTIN_SLUG).default_guidance_scale == BUILTIN_GUIDANCE_SCALE

@@ -47,6 +47,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--unet-batch", type=int, default=None)
     p.add_argument("--unet-lr", type=float, default=None)
     p.add_argument("--p-full", type=float, default=None, help="share of shapes captions that name all five attributes (default: the preset's); the rest are empty (classifier-free guidance) or partial")
+    p.add_argument("--unet-device", choices=("cpu", "cuda"), default=None, help="train the UNet stage on this device (default cpu)")
     p.add_argument("--unet-init", default=None, metavar="UNET_DIR", help="start the UNet stage from this exported UNet (same architecture) with a fresh optimizer and EMA")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights (load them with torch_dtype=torch.float32 on a CPU)")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> dict:
             unet_init=args.unet_init,
             unet_latent_bank=args.unet_latent_bank,
             p_full=args.p_full,
+            unet_device=args.unet_device,
         )
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
@@ -121,6 +123,10 @@ def run(args: argparse.Namespace) -> dict:
     unknown = set(wanted) - set(STAGE_CHOICES)
     if unknown:
         raise SystemExit(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGE_CHOICES)}")
+    import torch
+
+    if cfg.unet_device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--unet-device cuda: PyTorch sees no CUDA device on this machine")
     if cfg.unet_init and not (Path(cfg.unet_init) / "config.json").is_file():
         # Checked before any stage runs: with --stages all the UNet stage starts half an hour in.
         raise SystemExit(f"--unet-init {cfg.unet_init}: no exported UNet there (no config.json)")

@@ -150,7 +150,8 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.decay = state["decay"]
-        self.shadow = state["shadow"]
+        # onto the device the model trains on now (a checkpoint is loaded onto the CPU)
+        self.shadow = {k: v.to(self.shadow[k].device) for k, v in state["shadow"].items()}
 
 
 def write_json(path: Path, data: Any) -> None:

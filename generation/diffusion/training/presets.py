@@ -57,6 +57,9 @@ class TrainConfig:
     # An exported UNet directory to start from instead of random weights (fresh optimizer and
     # EMA), e.g. the shipped model's for a second, lower-learning-rate phase; same architecture.
     unet_init: str | None = None
+    # Where the UNet stage trains ("cpu" or "cuda"); the other stages and the sample checks stay on
+    # the CPU. Batches come from the same seeded NumPy streams either way.
+    unet_device: str = "cpu"
 
     # bookkeeping
     checkpoint_every: int = 100
@@ -69,6 +72,9 @@ class TrainConfig:
         # then partial captions, so shares adding up to more than 1 silently leave no partial ones.
         if not 0.0 <= self.p_full <= 1.0 - self.p_empty:
             raise ValueError(f"--p-full {self.p_full}: must be between 0 and {1.0 - self.p_empty:g} (1 minus the {self.p_empty:g} share of empty captions)")
+
+        if self.unet_device not in ("cpu", "cuda"):
+            raise ValueError(f"--unet-device {self.unet_device!r}: must be cpu or cuda")
 
     def with_overrides(self, **overrides) -> "TrainConfig":
         known = {f.name for f in fields(self)}
@@ -83,10 +89,12 @@ class TrainConfig:
 
 # The shipped model's default classifier-free guidance scale: on the 200-prompt evaluation
 # 3 beat 5 for v1.2 at three seed sets (all five right 65.5 / 63.5 / 63.5% vs 60.5 / 60.5 /
-# 58.5%), for v1.4 3 beat 2, 4 and 5 (70.0% vs 67.5 / 67.5 / 63.5%), and for v1.5 3 and 2 tie (73.0 /
-# 74.0 / 76.5% vs 73.0 / 74.0 / 76.0%; docs/MODEL.md). The registry offers it (migration 0003 moves
-# older installs); the evaluator and the smoke test measure at it.
-BUILTIN_GUIDANCE_SCALE = 3.0
+# 58.5%), for v1.4 3 beat 2, 4 and 5 (70.0% vs 67.5 / 67.5 / 63.5%), for v1.5 3 and 2 tied (73.0 /
+# 74.0 / 76.5% vs 73.0 / 74.0 / 76.0%), and for v1.6 2 beats 1.5, 2.5, 3 and 4 (87.5% vs 84.0 / 84.0 /
+# 76.5 / 71.0%; 86.5 / 86.5% vs 3's 83.0 / 81.0% at the other seed sets; docs/MODEL.md). The
+# registry offers it (migrations 0003 and 0004 move older installs); the evaluator and the smoke
+# test measure at it.
+BUILTIN_GUIDANCE_SCALE = 2.0
 
 PRESETS: dict[str, TrainConfig] = {
     "builtin": TrainConfig(),

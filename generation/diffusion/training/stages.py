@@ -10,6 +10,7 @@ seeded by ``(seed, stage, step)``, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -659,7 +660,11 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     unet = unet_model(cfg, text_encoder.config.hidden_size, sample_size)
     if cfg.unet_init:
         _load_unet_init(unet, cfg.unet_init)
-    unet = unet.to(memory_format=torch.channels_last)
+    device = torch.device(cfg.unet_device)
+    unet = unet.to(device, memory_format=torch.channels_last)
+    # A copy of the frozen text tower beside the UNet (on a CPU, the same one); the sample checks
+    # use the CPU one.
+    train_text_encoder = text_encoder if device.type == "cpu" else copy.deepcopy(text_encoder).to(device)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(unet, cfg.unet_ema)
     start, earlier = 0, 0.0
@@ -685,15 +690,16 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         x0 = (bank["mean"][idx] + bank["std"][idx] * eps_z) * scaling
         t = torch.from_numpy(rng.integers(0, cfg.num_train_timesteps, size=cfg.unet_batch))
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
+        x0, noise, t = x0.to(device), noise.to(device), t.to(device)
         xt, target = noised_and_target(scheduler, x0, noise, t)
         xt = xt.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            cond = text_encoder(tokenize(tokenizer, captions))[0]
+            cond = train_text_encoder(tokenize(tokenizer, captions).to(device))[0]
         for g in opt.param_groups:
             # Warm-up then constant: EMA does the averaging, and a run can be
             # extended with --resume --unet-steps N without a schedule jump.
             g["lr"] = cfg.unet_lr * min(1.0, (step + 1) / max(1, min(100, total // 10)))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.unet_bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.unet_bf16):
             pred = unet(xt, t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
@@ -712,7 +718,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
                 write_json(Path(work_dir) / "unet_checks.json", checks)
             unet.train()
     ema.copy_to(unet)
-    unet.eval().to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
+    unet.eval().to("cpu", memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     out_dir = Path(work_dir) / "unet"
     unet.save_pretrained(out_dir)
     check = _unet_sample_check(cfg, work_dir, unet, None, vae, text_encoder, tokenizer, scheduler, total, samples_dir, data.procedural)
@@ -769,7 +775,7 @@ def _unet_sample_check(cfg, work_dir, unet, ema, vae, text_encoder, tokenizer, s
     if ema is not None:
         from copy import deepcopy
 
-        model = deepcopy(unet)
+        model = deepcopy(unet).to("cpu")  # sampled on the CPU, beside the CPU text tower
         ema.copy_to(model)
     model.eval()
     size = unet.config.sample_size

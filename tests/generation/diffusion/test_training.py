@@ -243,6 +243,26 @@ def test_cli_takes_the_share_of_full_captions_and_refuses_one_that_leaves_no_roo
         get_preset("builtin").with_overrides(p_full=0.95)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cli_refuses_to_train_the_unet_on_cuda_where_torch_sees_no_gpu_before_any_stage_runs(tmp_path):
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit, match="--unet-device cuda: PyTorch sees no CUDA device"):
+        main(["--preset", "tiny", "--work-dir", str(work), "--stages", "tokenizer,unet", "--unet-device", "cuda"])
+    assert not (work / "tokenizer").exists()
+    with pytest.raises(ValueError, match="--unet-device 'tpu'"):
+        get_preset("builtin").with_overrides(unet_device="tpu")
+
+
+def test_ema_weights_resumed_from_a_checkpoint_land_on_the_device_the_model_trains_on():
+    from generation.diffusion.training.common import EMA
+
+    model = torch.nn.Linear(3, 2)
+    saved = EMA(model).state_dict()
+    on_meta = EMA(torch.nn.Linear(3, 2, device="meta"))  # stands in for a GPU model on this CPU-only machine
+    on_meta.load_state_dict(saved)
+    assert all(v.device.type == "meta" for v in on_meta.shadow.values())
+
+
 @pytest.mark.parametrize("p_full", [0.6, 0.8])
 def test_the_unet_stage_draws_the_configured_share_of_fully_specified_captions(p_full):
     rng = np.random.default_rng(0)
