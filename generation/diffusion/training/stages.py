@@ -773,9 +773,7 @@ def _unet_sample_check(cfg, work_dir, unet, ema, vae, text_encoder, tokenizer, s
     t0 = time.time()
     model = unet
     if ema is not None:
-        from copy import deepcopy
-
-        model = deepcopy(unet).to("cpu")  # sampled on the CPU, beside the CPU text tower
+        model = copy.deepcopy(unet).to("cpu")  # sampled on the CPU, beside the CPU text tower
         ema.copy_to(model)
     model.eval()
     size = unet.config.sample_size
