@@ -1,7 +1,7 @@
 """Measure the built-in model against the quality bar of issue 4.
 
     .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
-        [--unet DIR] [--prompts 200] [--steps 25] [--guidance 3.0] [--seed 1000]
+        [--unet DIR] [--prompts 200] [--steps 25] [--guidance 2.0] [--seed 1000]
         [--sdedit-images 240] [--clip-prompts 50] [--skip quality,partial,sdedit,zero_shot,clip]
         [--out var/eval]
 
@@ -121,7 +121,7 @@ def sdedit_kept(pipe, count: int, steps: int, guidance: float, seed: int) -> dic
                 generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(chunk.start, chunk.stop)],
                 output_type="np",
             )
-            out.extend((np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in result.images)
+            out.extend(evaluate.as_uint8(result.images))
         judged = [evaluate.judge(im) for im in out]
         table[str(strength)] = shape_confusion(judged, wanted)
     return {"images": count, "strengths": table}

@@ -224,11 +224,16 @@ def training_caption(
         return ""
     if r < p_empty + p_full:
         return caption(attributes)
+    return caption(partial_attributes(attributes, rng, p_keep))
+
+
+def partial_attributes(attributes: dict[str, str], rng: np.random.Generator, p_keep: float = 0.5) -> dict[str, str]:
+    """The shape, plus each other attribute kept independently with probability ``p_keep``."""
     kept = {"shape": attributes["shape"]}
     for name in ("size", "color", "position", "background"):
         if rng.random() < p_keep:
             kept[name] = attributes[name]
-    return caption(kept)
+    return kept
 
 
 def training_captions(specs: Sequence[ShapeSpec], rng: np.random.Generator, **kwargs) -> list[str]:
@@ -251,14 +256,7 @@ def partial_evaluation_prompts(count: int, seed: int, p_keep: float = 0.5) -> li
     Only the attributes a prompt names are judged (``evaluate.score``).
     """
     rng = np.random.default_rng(seed + 1)
-    prompts = []
-    for attributes in evaluation_prompts(count, seed):
-        kept = {"shape": attributes["shape"]}
-        for name in ("size", "color", "position", "background"):
-            if rng.random() < p_keep:
-                kept[name] = attributes[name]
-        prompts.append(kept)
-    return prompts
+    return [partial_attributes(attributes, rng, p_keep) for attributes in evaluation_prompts(count, seed)]
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:

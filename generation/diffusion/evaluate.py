@@ -195,8 +195,13 @@ def pipeline_images(
             generator=generators,
             output_type="np",
         )
-        out.extend((np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in result.images)
+        out.extend(as_uint8(result.images))
     return out
+
+
+def as_uint8(images) -> list[np.ndarray]:
+    """A diffusers pipeline's ``output_type="np"`` images (floats in 0..1) as uint8 HxWx3 arrays."""
+    return [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
 
 
 def clip_zero_shot(clip_model, tokenizer, images: np.ndarray, expected: Sequence[dict[str, str]], batch_size: int = 128) -> dict[str, float]:

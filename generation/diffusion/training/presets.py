@@ -72,7 +72,6 @@ class TrainConfig:
         # then partial captions, so shares adding up to more than 1 silently leave no partial ones.
         if not 0.0 <= self.p_full <= 1.0 - self.p_empty:
             raise ValueError(f"--p-full {self.p_full}: must be between 0 and {1.0 - self.p_empty:g} (1 minus the {self.p_empty:g} share of empty captions)")
-
         if self.unet_device not in ("cpu", "cuda"):
             raise ValueError(f"--unet-device {self.unet_device!r}: must be cpu or cuda")
 
