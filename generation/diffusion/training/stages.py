@@ -123,6 +123,36 @@ def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
     ).input_ids
 
 
+class CaptionEmbeddings:
+    """The frozen text tower's output for each caption, computed once per distinct caption.
+
+    The UNet stage draws its captions from a finite set (the shapes captions and their
+    partial and empty forms, or a folder's own captions) and the tower never changes, so
+    a step looks its captions up instead of tokenizing and encoding all of them again
+    (``benchmarks/bench_unet_step.py`` measures what that saves). Bounded: past
+    ``max_entries`` distinct captions the cache starts again, so a huge captioned folder
+    costs at most ``max_entries`` embeddings of memory (16 x 128 floats each for the preset).
+    """
+
+    def __init__(self, text_encoder, tokenizer, device: torch.device | str = "cpu", max_entries: int = 20_000):
+        self.text_encoder, self.tokenizer, self.device, self.max_entries = text_encoder, tokenizer, torch.device(device), max_entries
+        self._by_caption: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_caption)
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(c for c in captions if c not in self._by_caption))
+        if missing:
+            if len(self._by_caption) + len(missing) > self.max_entries:
+                self._by_caption.clear()
+                missing = list(dict.fromkeys(captions))
+            hidden = self.text_encoder(tokenize(self.tokenizer, missing).to(self.device))[0]
+            self._by_caption.update(zip(missing, hidden))
+        return torch.stack([self._by_caption[c] for c in captions])
+
+
 # --------------------------------------------------------------------------
 # 2. CLIP (contrastive)
 
@@ -665,6 +695,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
     # A copy of the frozen text tower beside the UNet (on a CPU, the same one); the sample checks
     # use the CPU one.
     train_text_encoder = text_encoder if device.type == "cpu" else copy.deepcopy(text_encoder).to(device)
+    embed_captions = CaptionEmbeddings(train_text_encoder, tokenizer, device)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(unet, cfg.unet_ema)
     start, earlier = 0, 0.0
@@ -693,8 +724,7 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         x0, noise, t = x0.to(device), noise.to(device), t.to(device)
         xt, target = noised_and_target(scheduler, x0, noise, t)
         xt = xt.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            cond = train_text_encoder(tokenize(tokenizer, captions).to(device))[0]
+        cond = embed_captions(captions)
         for g in opt.param_groups:
             # Warm-up then constant: EMA does the averaging, and a run can be
             # extended with --resume --unet-steps N without a schedule jump.

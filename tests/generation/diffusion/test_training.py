@@ -137,6 +137,28 @@ def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before
     assert 1000.0 <= seconds < 1000.0 + 600
 
 
+def test_the_unet_stage_encodes_each_distinct_caption_once_and_conditions_on_what_the_text_tower_gives(trained):
+    cfg, work, _ = trained
+    tokenizer = S.load_tokenizer(work)
+    tower = S.text_encoder_from_clip(S.load_clip(work))
+    encoded: list[int] = []
+
+    def counting_tower(ids):
+        encoded.append(len(ids))
+        return tower(ids)
+
+    cache = S.CaptionEmbeddings(counting_tower, tokenizer, max_entries=3)
+    captions = ["a red circle", "", "a red circle", "a blue square on a white background"]
+    with torch.no_grad():
+        direct = tower(S.tokenize(tokenizer, captions))[0]
+    torch.testing.assert_close(cache(captions), direct, atol=1e-5, rtol=1e-5)
+    assert encoded == [3]  # three distinct captions, one tower call
+    torch.testing.assert_close(cache(["", "a red circle"]), direct[[1, 0]], atol=1e-5, rtol=1e-5)
+    assert encoded == [3]  # all known: no tower call
+    cache(["a yellow triangle"])  # a fourth caption passes the bound: the cache starts again
+    assert encoded == [3, 1] and len(cache) == 1
+
+
 def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_architecture(trained, tmp_path):
     cfg, work, _ = trained
     for name in ("tokenizer", "clip", "vae"):
