@@ -692,10 +692,10 @@ def train_unet(cfg: TrainConfig, work_dir: Path, data, resume: bool = False):
         _load_unet_init(unet, cfg.unet_init)
     device = torch.device(cfg.unet_device)
     unet = unet.to(device, memory_format=torch.channels_last)
-    # A copy of the frozen text tower beside the UNet (on a CPU, the same one); the sample checks
-    # use the CPU one.
-    train_text_encoder = text_encoder if device.type == "cpu" else copy.deepcopy(text_encoder).to(device)
-    embed_captions = CaptionEmbeddings(train_text_encoder, tokenizer, device)
+    # The frozen text tower beside the UNet (on a GPU a copy; the sample checks use the CPU one),
+    # each distinct caption encoded once.
+    tower = text_encoder if device.type == "cpu" else copy.deepcopy(text_encoder).to(device)
+    embed_captions = CaptionEmbeddings(tower, tokenizer, device)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
     ema = EMA(unet, cfg.unet_ema)
     start, earlier = 0, 0.0

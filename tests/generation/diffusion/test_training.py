@@ -137,7 +137,7 @@ def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before
     assert 1000.0 <= seconds < 1000.0 + 600
 
 
-def test_the_unet_stage_encodes_each_distinct_caption_once_and_conditions_on_what_the_text_tower_gives(trained):
+def test_caption_embeddings_encode_each_distinct_caption_once_and_equal_what_the_text_tower_gives(trained):
     cfg, work, _ = trained
     tokenizer = S.load_tokenizer(work)
     tower = S.text_encoder_from_clip(S.load_clip(work))
