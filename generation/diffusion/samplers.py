@@ -15,6 +15,7 @@ stays cheap for the web process.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ class SamplerSpec:
 
     def build(self, scheduler_config: Mapping[str, Any]):
         """A new diffusers scheduler of this kind, configured from ``scheduler_config``."""
-        return scheduler_class(self.scheduler_class).from_config(dict(scheduler_config), **dict(self.overrides))
+        scheduler = scheduler_class(self.scheduler_class).from_config(dict(scheduler_config), **dict(self.overrides))
+        _start_at_the_first_step(scheduler)
+        return scheduler
 
     __call__ = build
 
@@ -51,6 +54,29 @@ def scheduler_class(name: str):
             return LMSDiscreteScheduler
         cls()  # raises diffusers' ImportError naming the missing package
     return cls
+
+
+def _start_at_the_first_step(scheduler) -> None:
+    """Make a fresh scheduler's first ``step()`` the first step of its schedule.
+
+    Without a begin index, a scheduler finds where it starts by looking the first timestep up in
+    its own list and takes the *second* match when there are two (meant for img2img). Karras
+    sigmas on a zero-terminal-SNR schedule (the built-in model's) round several of the top sigmas
+    to the same integer timestep, so DPM++ 2M Karras started one step late and indexed past its
+    sigmas on the last step (IndexError; diffusers issue #12771, open). Text-to-image always
+    starts at step 0; an img2img pipeline sets its own begin index after ``set_timesteps``, so
+    it still wins.
+    """
+    if not hasattr(scheduler, "set_begin_index"):
+        return
+    set_timesteps = scheduler.set_timesteps
+
+    @functools.wraps(set_timesteps)
+    def set_timesteps_from_the_start(*args, **kwargs):
+        set_timesteps(*args, **kwargs)
+        scheduler.set_begin_index(0)
+
+    scheduler.set_timesteps = set_timesteps_from_the_start
 
 
 def _torchsde_available() -> bool:

@@ -57,3 +57,33 @@ def test_changing_one_word_changes_the_image(pipe):
     prompts = ["a large red circle in the center on a white background", "a large blue circle in the center on a white background"]
     out = pipe(prompts, num_inference_steps=10, guidance_scale=GUIDANCE, generator=[torch.Generator().manual_seed(3)] * 2, output_type="np").images
     assert np.abs(out[0] - out[1]).mean() > 0.02
+
+
+@pytest.fixture(scope="module")
+def engine_builtin():
+    from generation.diffusion import load_pipeline
+
+    return load_pipeline(str(MODEL), device="cpu", dtype="fp32")
+
+
+def test_karras_sigmas_repeat_timesteps_on_the_built_in_schedule():
+    """The premise of the next test: on this zero-terminal-SNR schedule the top Karras sigmas round
+    to the same integer timestep, which made DPM++ 2M Karras run past its sigmas (diffusers #12771)."""
+    from generation.diffusion import build_scheduler
+
+    config = json.loads((MODEL / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = build_scheduler("DPM++ 2M Karras", config)
+    scheduler.set_timesteps(25)
+    timesteps = scheduler.timesteps.tolist()
+    assert len(set(timesteps)) < len(timesteps)
+
+
+@pytest.mark.parametrize("sampler", ["DPM++ 2M Karras", "DPM++ 2M SDE Karras", "LMS Karras", "Euler", "DDIM", "UniPC"])
+def test_each_sampler_paints_the_prompt_with_the_built_in_model(engine_builtin, sampler):
+    from generation.diffusion import generate, validate_request
+
+    request = validate_request({"prompt": "a large red square in the center on a white background", "width": 64,
+                                "height": 64, "steps": 25, "sampler": sampler, "seed": 3,
+                                "guidance_scale": GUIDANCE}, engine_builtin.limits)
+    judged = e.judge(np.asarray(generate(engine_builtin, request).images[0]))
+    assert (judged["color"], judged["background"]) == ("red", "white"), judged
