@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
         [--unet DIR] [--prompts 200] [--prompt-seed 0] [--steps 25] [--guidance 2.0] [--seed 1000]
+        [--sampler "Euler Karras"]
         [--sdedit-images 240] [--clip-prompts 50] [--skip quality,partial,sdedit,zero_shot,clip]
         [--out var/eval]
 
@@ -11,16 +12,18 @@ table uses; any other is a held-out set, to check that a change picked by that t
 tuned to its 200 prompts.
 
 1. Quality table: ``--prompts`` fully specified prompts (a fixed, seeded spread over all
-   attribute combinations), prompt i with seed ``--seed + i``, DDIM (deterministic, eta 0),
-   ``--steps`` steps at the built-in model's default guidance scale (``BUILTIN_GUIDANCE_SCALE``, 2.0), judged by
-   ``generation.diffusion.evaluate``. Generated with the stock ``StableDiffusionPipeline``
-   batched (same scheduler and maths as the engine's DDIM sampler, much faster on a CPU).
+   attribute combinations), prompt i with seed ``--seed + i``, ``--steps`` steps of the built-in
+   model's default sampler (``BUILTIN_SAMPLER``, Euler Karras: deterministic; ``--sampler``
+   picks another by its A1111 name) at its default guidance scale (``BUILTIN_GUIDANCE_SCALE``,
+   2.0), judged by ``generation.diffusion.evaluate``. Generated with the stock
+   ``StableDiffusionPipeline`` batched (the scheduler the engine builds for that sampler, much
+   faster on a CPU than one engine job per prompt).
    Then the same prompts cut down to partial ones (``dataset.partial_evaluation_prompts``: the
    shape and each other attribute kept with probability 1/2, as in training), same seeds,
    judged only on the attributes each names.
    And where shapes are lost (``--sdedit-images``): held-out dataset images, each noised to a
    point of the 25-step schedule and denoised back with its full caption by the stock
-   img2img pipeline (SDEdit, Meng et al., 2022; strength 0.08 / 0.2 / 0.4 / 0.6 = the last
+   img2img pipeline with DDIM (SDEdit, Meng et al., 2022; strength 0.08 / 0.2 / 0.4 / 0.6 = the last
    2 / 5 / 10 / 15 steps, from t = 79 / 199 / 399 / 599), then judged: the share of each shape
    still judged as itself. An ideal denoiser keeps them all at low strength.
 2. CLIP zero-shot per-attribute accuracy of the shipped ``clip/`` on held-out dataset images.
@@ -46,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from generation.diffusion import dataset as shapes  # noqa: E402
 from generation.diffusion import evaluate  # noqa: E402
-from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE  # noqa: E402
+from generation.diffusion.samplers import build_scheduler  # noqa: E402
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER  # noqa: E402
 
 
 def save_grid(images, path: Path, cols: int = 20) -> None:
@@ -63,13 +67,13 @@ def save_grid(images, path: Path, cols: int = 20) -> None:
     Image.fromarray(grid).save(path)
 
 
-def ddim_pipeline(model_dir: Path, unet_dir: str | None):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def model_pipeline(model_dir: Path, unet_dir: str | None, sampler: str):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
     if unet_dir:
         pipe.unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = build_scheduler(sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -108,7 +112,9 @@ def sdedit_kept(pipe, count: int, steps: int, guidance: float, seed: int) -> dic
     from diffusers import StableDiffusionImg2ImgPipeline
     from PIL import Image
 
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    # Always DDIM, whatever the quality part samples with: the strengths then start from the same
+    # timesteps as in every earlier measurement (t = 79 / 199 / 399 / 599).
+    img2img = StableDiffusionImg2ImgPipeline(**{**pipe.components, "scheduler": build_scheduler("DDIM", pipe.scheduler.config)})
     img2img.set_progress_bar_config(disable=True)
     images, specs = shapes.generate(count, seed=2_000_011)  # never used in training (different seed stream)
     wanted = [s.attributes() for s in specs]
@@ -139,7 +145,7 @@ def zero_shot(model_dir: Path, count: int) -> dict:
     return evaluate.clip_zero_shot(clip, tok, images, [s.attributes() for s in specs])
 
 
-def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int, scale: float, out: Path) -> dict:
+def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int, scale: float, out: Path, sampler: str) -> dict:
     try:
         from generation.diffusion.engine import generate
         from generation.diffusion.loading import load_pipeline
@@ -157,7 +163,7 @@ def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps:
         for i, w in enumerate(wanted):
             req = GenerationRequest(
                 prompt=shapes.caption(w), width=64, height=64, steps=steps, guidance_scale=guidance,
-                sampler="DDIM", seed=seed + i, clip_guidance_scale=s,
+                sampler=sampler, seed=seed + i, clip_guidance_scale=s,
             )
             res = generate(model, req)
             scores[label].append(res.clip_scores[0] if res.clip_scores else float("nan"))
@@ -183,6 +189,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=BUILTIN_GUIDANCE_SCALE, help="default: the built-in model's default guidance scale")
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--sampler", default=BUILTIN_SAMPLER, help=f"an A1111 sampler name (default: the built-in model's, {BUILTIN_SAMPLER})")
     p.add_argument("--sdedit-images", type=int, default=240)
     p.add_argument("--zero-shot-images", type=int, default=500)
     p.add_argument("--clip-prompts", type=int, default=50)
@@ -195,9 +202,9 @@ def main(argv=None) -> dict:
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"model": str(model_dir), "unet": args.unet, "steps": args.steps, "guidance_scale": args.guidance, "sampler": "DDIM (eta 0)", "seed": args.seed, "prompt_seed": args.prompt_seed}
+    results: dict = {"model": str(model_dir), "unet": args.unet, "steps": args.steps, "guidance_scale": args.guidance, "sampler": args.sampler, "seed": args.seed, "prompt_seed": args.prompt_seed}
     if not {"quality", "partial", "sdedit"} <= skip:
-        pipe = ddim_pipeline(model_dir, args.unet)
+        pipe = model_pipeline(model_dir, args.unet, args.sampler)
     if "quality" not in skip:
         wanted = shapes.evaluation_prompts(args.prompts, seed=args.prompt_seed)
         results["quality"] = quality(pipe, wanted, args.steps, args.guidance, args.seed, out, "quality_first100.png")
@@ -215,7 +222,7 @@ def main(argv=None) -> dict:
         results["clip_zero_shot"] = zero_shot(model_dir, args.zero_shot_images)
         print("CLIP zero-shot:", {k: f"{v:.1%}" for k, v in results["clip_zero_shot"].items()}, flush=True)
     if "clip" not in skip and args.clip_prompts > 0:
-        results["clip_guidance"] = clip_guidance_scores(model_dir, args.clip_prompts, args.prompt_seed, args.steps, args.guidance, args.seed, args.clip_guidance_scale, out)
+        results["clip_guidance"] = clip_guidance_scores(model_dir, args.clip_prompts, args.prompt_seed, args.steps, args.guidance, args.seed, args.clip_guidance_scale, out, args.sampler)
         print("CLIP guidance:", json.dumps({k: v for k, v in results["clip_guidance"].items() if not k.startswith("quality")}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if "quality" in results:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
 
-from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER
 from generation.models import DiffusionModel
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ BUILTIN_DEFAULTS = dict(
     family=DiffusionModel.Family.SD1,
     description="The small model ldmsite trains itself: coloured shapes on solid backgrounds. Works offline.",
     default_width=64, default_height=64, max_width=256, max_height=256,
-    default_steps=25, max_steps=150, default_sampler="DDIM", default_guidance_scale=BUILTIN_GUIDANCE_SCALE,
+    default_steps=25, max_steps=150, default_sampler=BUILTIN_SAMPLER, default_guidance_scale=BUILTIN_GUIDANCE_SCALE,
 )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -35,7 +36,13 @@ class SamplerSpec:
 
     def build(self, scheduler_config: Mapping[str, Any]):
         """A new diffusers scheduler of this kind, configured from ``scheduler_config``."""
-        scheduler = scheduler_class(self.scheduler_class).from_config(dict(scheduler_config), **dict(self.overrides))
+        cls = scheduler_class(self.scheduler_class)
+        overrides = dict(self.overrides)
+        # The name decides the sigma spacing, as in A1111: "UniPC" is not UniPC Karras because a
+        # model's own config (the built-in model's is Euler Karras) turned Karras sigmas on.
+        if "use_karras_sigmas" in inspect.signature(cls.__init__).parameters:
+            overrides.setdefault("use_karras_sigmas", False)
+        scheduler = cls.from_config(dict(scheduler_config), **overrides)
         _start_at_the_first_step(scheduler)
         return scheduler
 
@@ -85,22 +92,23 @@ def _torchsde_available() -> bool:
 
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _KARRAS = {"use_karras_sigmas": True}
-_NO_KARRAS = {"use_karras_sigmas": False}
 
 _SPECS: list[SamplerSpec] = [
-    SamplerSpec("Euler", "EulerDiscreteScheduler", _NO_KARRAS, aliases=("k_euler", "euler")),
+    SamplerSpec("Euler", "EulerDiscreteScheduler", {}, aliases=("k_euler", "euler")),
+    # A1111 >= 1.9 spells it Euler + "Schedule type: Karras", ComfyUI euler + karras. The
+    # built-in model's default: docs/MODEL.md has the comparison.
+    SamplerSpec("Euler Karras", "EulerDiscreteScheduler", _KARRAS, aliases=("k_euler_karras", "euler_karras")),
     SamplerSpec("Euler a", "EulerAncestralDiscreteScheduler", {}, stochastic=True,
                 aliases=("k_euler_a", "k_euler_ancestral", "euler_ancestral", "euler_a")),
     # clip_sample clamps x0 to [-1, 1], right for pixel-space DDPMs and wrong for SD latents; a
     # config written for another scheduler (PNDM, Euler) lacks the key and DDIM defaults it on.
     SamplerSpec("DDIM", "DDIMScheduler", {"clip_sample": False}, uses_eta=True, aliases=("ddim",)),
-    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", {**_DPMPP, **_NO_KARRAS},
-                aliases=("k_dpmpp_2m", "dpmpp_2m")),
+    SamplerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", _DPMPP, aliases=("k_dpmpp_2m", "dpmpp_2m")),
     SamplerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_DPMPP, **_KARRAS},
                 aliases=("k_dpmpp_2m_karras", "dpmpp_2m_karras")),
     # The multistep SDE variant needs no torchsde: its noise comes from the job's generators.
     SamplerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler",
-                {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_NO_KARRAS}, stochastic=True,
+                {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, stochastic=True,
                 aliases=("k_dpmpp_2m_sde", "dpmpp_2m_sde")),
     SamplerSpec("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler",
                 {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **_KARRAS}, stochastic=True,
@@ -109,7 +117,7 @@ _SPECS: list[SamplerSpec] = [
     # its Brownian-tree noise is implemented with torchsde, which is not in requirements.txt.
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, aliases=("unipc", "uni_pc")),
     SamplerSpec("PNDM", "PNDMScheduler", {}, aliases=("plms", "PLMS", "pndm")),
-    SamplerSpec("LMS", "LMSDiscreteScheduler", _NO_KARRAS, aliases=("k_lms", "lms")),
+    SamplerSpec("LMS", "LMSDiscreteScheduler", {}, aliases=("k_lms", "lms")),
     SamplerSpec("LMS Karras", "LMSDiscreteScheduler", _KARRAS, aliases=("k_lms_karras", "lms_karras")),
     SamplerSpec("Heun", "HeunDiscreteScheduler", {}, aliases=("k_heun", "heun")),
     SamplerSpec("DPM2", "KDPM2DiscreteScheduler", {}, aliases=("k_dpm_2", "dpm2")),
@@ -121,8 +129,9 @@ _SPECS: list[SamplerSpec] = [
 #: True when "DPM++ SDE Karras" is offered (it needs the optional ``torchsde`` package).
 DPMPP_SDE_AVAILABLE = _torchsde_available()
 if DPMPP_SDE_AVAILABLE:  # pragma: no cover - torchsde is not pinned
-    _SPECS.insert(7, SamplerSpec("DPM++ SDE Karras", "DPMSolverSDEScheduler", _KARRAS, stochastic=True,
-                                 aliases=("k_dpmpp_sde_karras", "dpmpp_sde_karras")))
+    _SPECS.insert([spec.name for spec in _SPECS].index("DPM++ 2M SDE Karras") + 1,
+                  SamplerSpec("DPM++ SDE Karras", "DPMSolverSDEScheduler", _KARRAS, stochastic=True,
+                              aliases=("k_dpmpp_sde_karras", "dpmpp_sde_karras")))
 
 #: Ordered mapping ``A1111 name -> spec``; a spec is callable: ``SAMPLERS[name](scheduler_config)``.
 SAMPLERS: "OrderedDict[str, SamplerSpec]" = OrderedDict((spec.name, spec) for spec in _SPECS)

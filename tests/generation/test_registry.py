@@ -5,12 +5,13 @@ import importlib
 import pytest
 from django.apps import apps
 
-from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE
+from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER
 from generation.models import DiffusionModel
 from generation.registry import BUILTIN_SLUG, register_builtin_model
 
 guidance_migration_3 = importlib.import_module("generation.migrations.0003_builtin_model_guidance_3")
 guidance_migration = importlib.import_module("generation.migrations.0004_builtin_model_guidance_2")
+sampler_migration = importlib.import_module("generation.migrations.0005_builtin_model_euler_karras")
 
 
 @pytest.mark.django_db
@@ -19,6 +20,7 @@ def test_a_fresh_database_offers_the_built_in_model_by_default_at_its_guidance_s
     model = register_builtin_model()
     assert model.slug == BUILTIN_SLUG and model.is_default
     assert model.default_guidance_scale == BUILTIN_GUIDANCE_SCALE == guidance_migration.NOW
+    assert model.default_sampler == BUILTIN_SAMPLER == sampler_migration.NOW
 
 
 @pytest.mark.django_db
@@ -35,3 +37,12 @@ def test_an_install_that_missed_both_guidance_migrations_ends_at_the_newest_scal
     guidance_migration_3.forward(apps, None)
     guidance_migration.forward(apps, None)
     assert DiffusionModel.objects.get(slug=BUILTIN_SLUG).default_guidance_scale == BUILTIN_GUIDANCE_SCALE
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("before, after", [("DDIM", "Euler Karras"), ("DPM++ 2M Karras", "DPM++ 2M Karras"),
+                                           ("Euler a", "Euler a")])
+def test_an_older_install_moves_from_ddim_to_the_new_default_sampler_unless_an_admin_chose_one(before, after):
+    DiffusionModel.objects.filter(slug=BUILTIN_SLUG).update(default_sampler=before)
+    sampler_migration.forward(apps, None)
+    assert DiffusionModel.objects.get(slug=BUILTIN_SLUG).default_sampler == after

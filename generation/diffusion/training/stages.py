@@ -35,7 +35,7 @@ from generation.diffusion.training.common import (
     step_rng,
     write_json,
 )
-from generation.diffusion.training.presets import TrainConfig
+from generation.diffusion.training.presets import BUILTIN_SAMPLER, TrainConfig
 
 STAGES = ("tokenizer", "clip", "vae", "unet", "export")
 
@@ -610,6 +610,17 @@ def ddim_scheduler(num_train_timesteps: int = 1000):
     )
 
 
+def sampling_scheduler(num_train_timesteps: int = 1000):
+    """The exported model's default sampler (``presets.BUILTIN_SAMPLER``) on the training schedule,
+    so a plain ``StableDiffusionPipeline.from_pretrained`` samples the way ldmsite does by default."""
+    from generation.diffusion.samplers import build_scheduler
+
+    schedule = ddim_scheduler(num_train_timesteps).config
+    # Only the schedule itself: DDIM's own switches mean nothing to another sampler.
+    return build_scheduler(BUILTIN_SAMPLER, {key: schedule[key] for key in
+                                             ("num_train_timesteps", "trained_betas", "prediction_type", "timestep_spacing")})
+
+
 @torch.no_grad()
 def build_latent_bank(vae, cfg: TrainConfig, work_dir: Path, data) -> dict[str, Any]:
     """Encode a fixed set of training images once; training draws latents from their posteriors.
@@ -881,7 +892,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=ddim_scheduler(cfg.num_train_timesteps),
+        scheduler=sampling_scheduler(cfg.num_train_timesteps),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

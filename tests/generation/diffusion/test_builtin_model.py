@@ -9,6 +9,7 @@ import torch
 
 from generation.diffusion import evaluate as e
 from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE as GUIDANCE
+from generation.diffusion.training.presets import BUILTIN_SAMPLER
 
 MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
 
@@ -17,10 +18,9 @@ pytestmark = pytest.mark.skipif(not (MODEL / "model_index.json").exists(), reaso
 
 @pytest.fixture(scope="module")
 def pipe():
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -38,6 +38,15 @@ def test_shipped_directory_is_a_plain_small_pipeline_with_clip_and_preview_facto
     assert CLIPTokenizer.from_pretrained(MODEL / "tokenizer").model_max_length == 16
     preview = json.loads((MODEL / "latent_preview.json").read_text())
     assert np.array(preview["matrix"]).shape == (4, 3) and len(preview["bias"]) == 3
+
+
+def test_plain_diffusers_samples_with_the_default_sampler_ldmsite_offers(pipe):
+    from generation.diffusion import SAMPLERS
+
+    spec = SAMPLERS[BUILTIN_SAMPLER]
+    assert type(pipe.scheduler).__name__ == spec.scheduler_class
+    assert pipe.scheduler.config.use_karras_sigmas == spec.overrides.get("use_karras_sigmas", False)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
 
 
 def test_shipped_model_paints_the_asked_colours(pipe):
@@ -78,7 +87,8 @@ def test_karras_sigmas_repeat_timesteps_on_the_built_in_schedule():
     assert len(set(timesteps)) < len(timesteps)
 
 
-@pytest.mark.parametrize("sampler", ["DPM++ 2M Karras", "DPM++ 2M SDE Karras", "LMS Karras", "Euler", "DDIM", "UniPC"])
+@pytest.mark.parametrize("sampler", ["Euler Karras", "DPM++ 2M Karras", "DPM++ 2M SDE Karras", "LMS Karras", "Euler", "DDIM",
+                                     "UniPC"])
 def test_each_sampler_paints_the_prompt_with_the_built_in_model(engine_builtin, sampler):
     from generation.diffusion import generate, validate_request
 
@@ -87,3 +97,21 @@ def test_each_sampler_paints_the_prompt_with_the_built_in_model(engine_builtin, 
                                 "guidance_scale": GUIDANCE}, engine_builtin.limits)
     judged = e.judge(np.asarray(generate(engine_builtin, request).images[0]))
     assert (judged["color"], judged["background"]) == ("red", "white"), judged
+
+
+@pytest.mark.parametrize("sampler", ["Euler Karras", "DDIM"])
+def test_clip_guidance_keeps_the_prompt_on_the_built_in_models_zero_terminal_snr_schedule(engine_builtin, sampler):
+    """Karras sigmas spend most steps above sigma 14.6 on this schedule, where the guidance update
+    x0 - sigma^2 * gradient used to blow the image apart (colours right for a third of prompts)."""
+    from generation.diffusion import generate, validate_request
+
+    prompts = ["a large blue circle in the center on a yellow background",
+               "a small white triangle on the left on a green background"]
+    for prompt, want in zip(prompts, [("blue", "yellow"), ("white", "green")]):
+        request = validate_request({"prompt": prompt, "width": 64, "height": 64, "steps": 25, "sampler": sampler,
+                                    "seed": 11, "guidance_scale": GUIDANCE, "clip_guidance_scale": 10},
+                                   engine_builtin.limits)
+        result = generate(engine_builtin, request)
+        judged = e.judge(np.asarray(result.images[0]))
+        assert result.metadata[0]["clip_guided_steps"], "no step was guided"
+        assert (judged["color"], judged["background"]) == want, judged

@@ -250,8 +250,21 @@ def test_guided_steps_follow_every_n_inside_the_window(make_request):
 
     request = make_request(clip_guidance_scale=100, clip_guidance_every=4, clip_guidance_start=0.2,
                            clip_guidance_end=0.8)
-    assert guided_step_indices(request, 20) == [4, 8, 12]
-    assert guided_step_indices(make_request(), 20) == []
+    assert guided_step_indices(request, [14.6] * 20) == [4, 8, 12]
+    assert guided_step_indices(make_request(), [14.6] * 20) == []
+
+
+def test_clip_guidance_skips_the_zero_terminal_snr_noise_levels_above_stable_diffusions_own(make_request):
+    """Three steps above SD's top sigma (14.6), as on the built-in model's schedule: the window
+    is laid over the other twenty, so the guided steps are those of a plain 20-step schedule
+    shifted by three."""
+    from generation.diffusion import guided_step_indices
+
+    request = make_request(clip_guidance_scale=100, clip_guidance_every=4, clip_guidance_start=0.2,
+                           clip_guidance_end=0.8)
+    levels = [4096.0, 51.6, 23.6] + list(np.geomspace(14.5, 0.2, 20))
+    assert guided_step_indices(request, levels) == [7, 11, 15]
+    assert guided_step_indices(request, [4096.0] * 5) == []
 
 
 def test_clip_guidance_without_a_clip_model_is_refused(tiny_model_dir, make_request):
