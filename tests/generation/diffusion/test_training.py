@@ -181,13 +181,17 @@ def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_ar
 
 
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPModel
 
-    _, work, _ = trained
+    cfg, work, _ = trained
     out = work / "pipeline"
     pipe = StableDiffusionPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.safety_checker is None
+    # The default sampler ldmsite offers for the model (Euler Karras) on the training schedule.
+    assert isinstance(pipe.scheduler, EulerDiscreteScheduler) and pipe.scheduler.config.use_karras_sigmas
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert list(pipe.scheduler.config.trained_betas) == S.zero_terminal_snr_betas(cfg.num_train_timesteps)
+    assert pipe.safety_checker is None
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
     assert CLIPModel.from_pretrained(out / "clip") is not None
