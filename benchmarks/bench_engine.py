@@ -94,7 +94,7 @@ def builtin_size_model(directory: Path) -> Path:
     latent = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
     unet = stages.unet_model(cfg, cfg.clip_hidden, latent)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=stages.text_encoder_from_clip(clip), tokenizer=tokenizer,
-                                   unet=unet, scheduler=stages.ddim_scheduler(), safety_checker=None,
+                                   unet=unet, scheduler=stages.sampling_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(directory)
     clip.save_pretrained(directory / "clip")

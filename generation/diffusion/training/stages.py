@@ -591,23 +591,26 @@ def zero_terminal_snr_betas(num_train_timesteps: int = 1000) -> list[float]:
     return [float(b) for b in betas]
 
 
-def ddim_scheduler(num_train_timesteps: int = 1000):
-    """The built-in model's noise schedule, as a deterministic DDIM sampler (eta=0).
+def noise_schedule(num_train_timesteps: int = 1000) -> dict[str, Any]:
+    """The built-in model's noise schedule as scheduler config keys every sampler reads.
 
     v-prediction (Salimans & Ho, 2022) goes with the zero-terminal-SNR
     schedule: predicting the noise is meaningless where x_T is all noise. The
     timesteps are "trailing" so sampling starts at t = T, where training did.
     """
+    return {
+        "num_train_timesteps": num_train_timesteps,
+        "trained_betas": zero_terminal_snr_betas(num_train_timesteps),
+        "timestep_spacing": "trailing",
+        "prediction_type": "v_prediction",
+    }
+
+
+def ddim_scheduler(num_train_timesteps: int = 1000):
+    """The training schedule as a deterministic DDIM sampler (eta=0): noising in training, sample checks."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        trained_betas=zero_terminal_snr_betas(num_train_timesteps),
-        clip_sample=False,
-        set_alpha_to_one=False,
-        timestep_spacing="trailing",
-        prediction_type="v_prediction",
-    )
+    return DDIMScheduler(**noise_schedule(num_train_timesteps), clip_sample=False, set_alpha_to_one=False)
 
 
 def sampling_scheduler(num_train_timesteps: int = 1000):
@@ -615,10 +618,7 @@ def sampling_scheduler(num_train_timesteps: int = 1000):
     so a plain ``StableDiffusionPipeline.from_pretrained`` samples the way ldmsite does by default."""
     from generation.diffusion.samplers import build_scheduler
 
-    schedule = ddim_scheduler(num_train_timesteps).config
-    # Only the schedule itself: DDIM's own switches mean nothing to another sampler.
-    return build_scheduler(BUILTIN_SAMPLER, {key: schedule[key] for key in
-                                             ("num_train_timesteps", "trained_betas", "prediction_type", "timestep_spacing")})
+    return build_scheduler(BUILTIN_SAMPLER, noise_schedule(num_train_timesteps))
 
 
 @torch.no_grad()

@@ -74,6 +74,22 @@ def test_the_same_request_twice_gives_identical_pixels(engine_model, make_reques
     assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
 
 
+def test_a_sampler_name_decides_karras_spacing_whatever_the_models_config_says(tiny_model_dir):
+    """A model whose config turns Karras sigmas on (the built-in model's does) still gets plain
+    spacing for "UniPC" or "DPM++ 2M", as in A1111, and Karras spacing for the Karras names."""
+    import json
+
+    from generation.diffusion import build_scheduler
+
+    config = json.loads((tiny_model_dir / "scheduler" / "scheduler_config.json").read_text())
+    for karras_in_config in (True, False):
+        config["use_karras_sigmas"] = karras_in_config
+        for name in ("Euler", "UniPC", "DPM++ 2M", "Heun", "DEIS"):
+            assert build_scheduler(name, config).config.use_karras_sigmas is False, name
+        for name in ("Euler Karras", "DPM++ 2M Karras", "LMS Karras"):
+            assert build_scheduler(name, config).config.use_karras_sigmas is True, name
+
+
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_each_sampler_name_runs(engine_model, make_request, sampler):
     result = generate(engine_model, make_request(sampler=sampler, steps=3, eta=0.5))
