@@ -1,7 +1,8 @@
 """Measure the built-in model against the quality bar of issue 4.
 
     .venv/bin/python benchmarks/eval_builtin_model.py [--model generation/builtin_model]
-        [--unet DIR] [--prompts 200] [--prompt-seed 0] [--steps 25] [--guidance 2.0] [--seed 1000]
+        [--unet DIR] [--prompts 200] [--prompt-seed 0] [--steps 25] [--guidance 1.5] [--seed 1000]
+        [--autoguidance 1.0] [--guide-unet DIR]
         [--sampler "Euler Karras"]
         [--sdedit-images 240] [--clip-prompts 50] [--skip quality,partial,sdedit,zero_shot,clip]
         [--out var/eval]
@@ -15,7 +16,9 @@ tuned to its 200 prompts.
    attribute combinations), prompt i with seed ``--seed + i``, ``--steps`` steps of the built-in
    model's default sampler (``BUILTIN_SAMPLER``, Euler Karras: deterministic; ``--sampler``
    picks another by its A1111 name) at its default guidance scale (``BUILTIN_GUIDANCE_SCALE``,
-   2.0), judged by ``generation.diffusion.evaluate``. Generated with the stock
+   1.5) and autoguidance scale (``BUILTIN_AUTOGUIDANCE_SCALE``, 1.0, with the model's
+   ``guide_unet/``, through the engine's own ``AutoguidedUNet``; ``--autoguidance 0``: off),
+   judged by ``generation.diffusion.evaluate``. Generated with the stock
    ``StableDiffusionPipeline`` batched (the scheduler the engine builds for that sampler, much
    faster on a CPU than one engine job per prompt).
    Then the same prompts cut down to partial ones (``dataset.partial_evaluation_prompts``: the
@@ -49,8 +52,10 @@ sys.path.insert(0, str(ROOT))
 
 from generation.diffusion import dataset as shapes  # noqa: E402
 from generation.diffusion import evaluate  # noqa: E402
+from generation.diffusion.autoguidance import AutoguidedUNet, guide_unet_path, load_guide_unet  # noqa: E402
 from generation.diffusion.samplers import build_scheduler  # noqa: E402
-from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER  # noqa: E402
+from generation.diffusion.training.presets import (BUILTIN_AUTOGUIDANCE_SCALE, BUILTIN_GUIDANCE_SCALE,  # noqa: E402
+                                                   BUILTIN_SAMPLER)
 
 
 def save_grid(images, path: Path, cols: int = 20) -> None:
@@ -67,12 +72,19 @@ def save_grid(images, path: Path, cols: int = 20) -> None:
     Image.fromarray(grid).save(path)
 
 
-def model_pipeline(model_dir: Path, unet_dir: str | None, sampler: str):
+def model_pipeline(model_dir: Path, unet_dir: str | None, sampler: str, autoguidance: float, guidance: float,
+                   guide_dir: str | None):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
     if unet_dir:
         pipe.unet = UNet2DConditionModel.from_pretrained(unet_dir, torch_dtype=torch.float32).eval()
+    if autoguidance > 0:
+        guide_dir = guide_dir or guide_unet_path(model_dir)
+        if guide_dir is None:
+            raise SystemExit(f"--autoguidance {autoguidance:g}: {model_dir} has no guide_unet/ (give --guide-unet, or 0)")
+        # The engine's own wrapper: the same predictions as a job with this autoguidance scale.
+        pipe.unet = AutoguidedUNet(pipe.unet, load_guide_unet(guide_dir, dtype=torch.float32), autoguidance, guidance)
     pipe.scheduler = build_scheduler(sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -145,7 +157,8 @@ def zero_shot(model_dir: Path, count: int) -> dict:
     return evaluate.clip_zero_shot(clip, tok, images, [s.attributes() for s in specs])
 
 
-def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int, scale: float, out: Path, sampler: str) -> dict:
+def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps: int, guidance: float, seed: int, scale: float, out: Path, sampler: str,
+                         autoguidance: float) -> dict:
     try:
         from generation.diffusion.engine import generate
         from generation.diffusion.loading import load_pipeline
@@ -163,7 +176,7 @@ def clip_guidance_scores(model_dir: Path, prompts: int, prompt_seed: int, steps:
         for i, w in enumerate(wanted):
             req = GenerationRequest(
                 prompt=shapes.caption(w), width=64, height=64, steps=steps, guidance_scale=guidance,
-                sampler=sampler, seed=seed + i, clip_guidance_scale=s,
+                sampler=sampler, seed=seed + i, clip_guidance_scale=s, autoguidance_scale=autoguidance,
             )
             res = generate(model, req)
             scores[label].append(res.clip_scores[0] if res.clip_scores else float("nan"))
@@ -188,6 +201,9 @@ def main(argv=None) -> dict:
     p.add_argument("--prompt-seed", type=int, default=0, help="which spread of prompts (0: the model card's; others: held-out sets)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=BUILTIN_GUIDANCE_SCALE, help="default: the built-in model's default guidance scale")
+    p.add_argument("--autoguidance", type=float, default=BUILTIN_AUTOGUIDANCE_SCALE,
+                   help="autoguidance scale with the model's guide_unet/ (default: the built-in model's; 0: off)")
+    p.add_argument("--guide-unet", default=None, help="a guide UNet folder in place of the model's guide_unet/")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--sampler", default=BUILTIN_SAMPLER, help=f"an A1111 sampler name (default: the built-in model's, {BUILTIN_SAMPLER})")
     p.add_argument("--sdedit-images", type=int, default=240)
@@ -202,9 +218,9 @@ def main(argv=None) -> dict:
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"model": str(model_dir), "unet": args.unet, "steps": args.steps, "guidance_scale": args.guidance, "sampler": args.sampler, "seed": args.seed, "prompt_seed": args.prompt_seed}
+    results: dict = {"model": str(model_dir), "unet": args.unet, "steps": args.steps, "guidance_scale": args.guidance, "autoguidance_scale": args.autoguidance, "sampler": args.sampler, "seed": args.seed, "prompt_seed": args.prompt_seed}
     if not {"quality", "partial", "sdedit"} <= skip:
-        pipe = model_pipeline(model_dir, args.unet, args.sampler)
+        pipe = model_pipeline(model_dir, args.unet, args.sampler, args.autoguidance, args.guidance, args.guide_unet)
     if "quality" not in skip:
         wanted = shapes.evaluation_prompts(args.prompts, seed=args.prompt_seed)
         results["quality"] = quality(pipe, wanted, args.steps, args.guidance, args.seed, out, "quality_first100.png")
@@ -222,7 +238,8 @@ def main(argv=None) -> dict:
         results["clip_zero_shot"] = zero_shot(model_dir, args.zero_shot_images)
         print("CLIP zero-shot:", {k: f"{v:.1%}" for k, v in results["clip_zero_shot"].items()}, flush=True)
     if "clip" not in skip and args.clip_prompts > 0:
-        results["clip_guidance"] = clip_guidance_scores(model_dir, args.clip_prompts, args.prompt_seed, args.steps, args.guidance, args.seed, args.clip_guidance_scale, out, args.sampler)
+        results["clip_guidance"] = clip_guidance_scores(model_dir, args.clip_prompts, args.prompt_seed, args.steps, args.guidance, args.seed, args.clip_guidance_scale, out, args.sampler,
+                                                          args.autoguidance)
         print("CLIP guidance:", json.dumps({k: v for k, v in results["clip_guidance"].items() if not k.startswith("quality")}), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if "quality" in results:

@@ -19,6 +19,8 @@ class GenerateForm(forms.Form):
     height = forms.IntegerField(min_value=8, step_size=8)
     steps = forms.IntegerField(min_value=1, max_value=150)
     guidance_scale = forms.FloatField(label="Guidance scale (CFG)", min_value=0, max_value=30)
+    autoguidance_scale = forms.FloatField(label="Autoguidance", required=False, min_value=0, max_value=10,
+                                          help_text="Models with a guide UNet only; 0: off")
     sampler = forms.ChoiceField(choices=[(name, name) for name in SAMPLERS])
     seed = forms.IntegerField(required=False, help_text="Empty or -1: random (the seed used is recorded)")
     num_images = forms.IntegerField(label="Images", min_value=1, max_value=8, initial=1)
@@ -31,7 +33,7 @@ class GenerateForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].queryset = DiffusionModel.objects.filter(enabled=True)
-        for name in ("width", "height", "steps", "guidance_scale", "seed", "num_images", "eta",
+        for name in ("width", "height", "steps", "guidance_scale", "autoguidance_scale", "seed", "num_images", "eta",
                      "clip_guidance_scale", "clip_guidance_every", "clip_cutouts"):
             # The engine's validator is the judge; browser-side limits only help.
             self.fields[name].widget.attrs.setdefault("inputmode", "decimal")
@@ -43,6 +45,7 @@ class GenerateForm(forms.Form):
         if model is not None:
             initial.update(model=model.slug, width=model.default_width, height=model.default_height,
                            steps=model.default_steps, guidance_scale=model.default_guidance_scale,
+                           autoguidance_scale=model.default_autoguidance_scale if model.has_guide_unet else 0,
                            sampler=model.default_sampler)
         if remix:
             initial.update({k: v for k, v in remix.items() if k in GenerationRequest.__dataclass_fields__})
@@ -55,8 +58,8 @@ class GenerateForm(forms.Form):
         """The raw request for the validator: what was posted, with the CLIP switch applied."""
         data = self.data
         raw = {name: data.get(name, "") for name in
-               ("prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "sampler", "seed",
-                "num_images", "eta")}
+               ("prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "autoguidance_scale",
+                "sampler", "seed", "num_images", "eta")}
         if data.get("clip_guidance") in ("on", "true", "1"):
             for name in ("clip_guidance_scale", "clip_guidance_every", "clip_cutouts"):
                 raw[name] = data.get(name, "")

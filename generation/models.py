@@ -54,7 +54,10 @@ class DiffusionModel(models.Model):
     max_steps = models.PositiveIntegerField(default=150)
     default_sampler = models.CharField(max_length=40, default="DPM++ 2M Karras")
     default_guidance_scale = models.FloatField(default=7.0)
+    default_autoguidance_scale = models.FloatField(default=0.0, help_text="0: autoguidance off unless a request asks")
     has_clip = models.BooleanField(default=False, help_text="A CLIP model is available for guidance and scores")
+    has_guide_unet = models.BooleanField(
+        default=False, help_text="The model directory has a guide_unet/ folder, so autoguidance is available")
     queue_name = models.SlugField(
         max_length=60, default="default",
         help_text="Job queue for this model: workers started with `rundramatiq --queues <name>` serve it "
@@ -81,7 +84,9 @@ class DiffusionModel(models.Model):
             max_steps=self.max_steps,
             default_width=self.default_width, default_height=self.default_height,
             default_steps=self.default_steps, default_sampler=self.default_sampler,
-            default_guidance_scale=self.default_guidance_scale, has_clip=self.has_clip,
+            default_guidance_scale=self.default_guidance_scale,
+            default_autoguidance_scale=self.default_autoguidance_scale,
+            has_clip=self.has_clip, has_guide_unet=self.has_guide_unet,
         )
 
     @classmethod

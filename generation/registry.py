@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
 
-from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER
+from generation.diffusion.training.presets import BUILTIN_AUTOGUIDANCE_SCALE, BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER
 from generation.models import DiffusionModel
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ BUILTIN_DEFAULTS = dict(
     description="The small model ldmsite trains itself: coloured shapes on solid backgrounds. Works offline.",
     default_width=64, default_height=64, max_width=256, max_height=256,
     default_steps=25, max_steps=150, default_sampler=BUILTIN_SAMPLER, default_guidance_scale=BUILTIN_GUIDANCE_SCALE,
+    default_autoguidance_scale=BUILTIN_AUTOGUIDANCE_SCALE,
 )
 
 
@@ -34,7 +35,8 @@ def register_builtin_model() -> DiffusionModel | None:
         return None
     with transaction.atomic():
         model, created = DiffusionModel.objects.get_or_create(
-            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, "has_clip": (directory / "clip").is_dir()}
+            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, "has_clip": (directory / "clip").is_dir(),
+                                         "has_guide_unet": (directory / "guide_unet").is_dir()}
         )
         if created and not DiffusionModel.objects.filter(is_default=True).exists():
             model.is_default = True
@@ -68,7 +70,9 @@ def add_model(source: str, *, name: str | None = None, slug: str | None = None, 
                 max_width=limits.max_width, max_height=limits.max_height,
                 default_steps=limits.default_steps, max_steps=limits.max_steps,
                 default_sampler=limits.default_sampler, default_guidance_scale=limits.default_guidance_scale,
-                has_clip=loaded.clip is not None, enabled=True, is_default=make_default,
+                default_autoguidance_scale=limits.default_autoguidance_scale,
+                has_clip=loaded.clip is not None, has_guide_unet=loaded.guide_unet is not None,
+                enabled=True, is_default=make_default,
             ),
         )
     return model

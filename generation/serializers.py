@@ -15,8 +15,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from generation.diffusion import MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS
-from generation.diffusion.request import (MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY, MAX_CLIP_GUIDANCE_SCALE,
-                                          MAX_GUIDANCE_SCALE, ModelLimits)
+from generation.diffusion.request import (MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY,
+                                          MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, ModelLimits)
 from generation.models import DiffusionModel, Generation
 
 
@@ -47,8 +47,10 @@ class ModelLimitsSerializer(serializers.Serializer):
     default_steps = serializers.IntegerField()
     default_sampler = serializers.CharField()
     default_guidance_scale = serializers.FloatField()
+    default_autoguidance_scale = serializers.FloatField()
     size_multiple = serializers.IntegerField()
     has_clip = serializers.BooleanField()
+    has_guide_unet = serializers.BooleanField()
 
 
 class DiffusionModelSerializer(serializers.ModelSerializer):
@@ -58,8 +60,8 @@ class DiffusionModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DiffusionModel
-        fields = ["slug", "name", "family", "description", "is_default", "has_clip", "revision", "limits",
-                  "samplers", "url"]
+        fields = ["slug", "name", "family", "description", "is_default", "has_clip", "has_guide_unet", "revision",
+                  "limits", "samplers", "url"]
 
     @extend_schema_field(ModelLimitsSerializer)
     def get_limits(self, model) -> dict:
@@ -93,6 +95,9 @@ class GenerationRequestSerializer(StrictSerializer):
                                       help_text="A multiple of 8 within the model's limits")
     steps = serializers.IntegerField(required=False, min_value=1, max_value=_DEFAULTS.max_steps)
     guidance_scale = serializers.FloatField(required=False, min_value=0, max_value=MAX_GUIDANCE_SCALE)
+    autoguidance_scale = serializers.FloatField(
+        required=False, min_value=0, max_value=MAX_AUTOGUIDANCE_SCALE,
+        help_text="0: off; needs a model with a guide UNet (has_guide_unet); absent: the model's default")
     sampler = serializers.ChoiceField(required=False, choices=list(SAMPLERS),
                                       help_text="A1111 sampler name; A1111/k-diffusion aliases are accepted too")
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=-1, max_value=MAX_SEED,

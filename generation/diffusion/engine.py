@@ -1,8 +1,8 @@
 """Generation: a validated request + a loaded model -> images, seeds, CLIP scores, metadata.
 
 The denoising loop is the pipeline's own ``__call__``; the engine adds to it only through the
-two hooks diffusers offers, so that with CLIP guidance off its pixels are exactly those of a
-plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
+two hooks diffusers offers, so that with CLIP guidance and autoguidance off its pixels are exactly
+those of a plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
 
 - ``callback_on_step_end`` (after every step): the cancel check, progress/ETA and the preview;
 - a wrapper around the job's own scheduler ``step`` that sees the noise prediction the sampler
@@ -11,6 +11,10 @@ plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
   CLIP gradient before the scheduler uses it (see :mod:`.clip`). Guiding the noise prediction,
   rather than editing latents after the step, keeps the sampler's own update rule -- including
   multistep history (DPM++, UniPC, PNDM) -- consistent with the guided x0.
+
+With autoguidance on, the job's pipeline is handed an :class:`~.autoguidance.AutoguidedUNet`
+over the same weights in place of its UNet, which adds the guide model's correction to each
+prediction.
 
 Each job gets a fresh scheduler and a fresh pipeline object sharing the model's weights, so
 worker threads can run jobs on one resident model concurrently. Image k uses seed + k through
@@ -31,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
+from .autoguidance import AutoguidedUNet
 from .clip import clip_guidance_gradient, clip_scores, guided_model_output
 from .loading import LoadedModel
 from .pngmeta import format_parameters
@@ -256,10 +261,15 @@ class _ClipGuidance:
                                       generators=self.generators)
 
 
-def job_pipeline(pipeline, scheduler):
-    """A new pipeline object over the same weights with this job's scheduler (cheap: no copies)."""
+def job_pipeline(pipeline, scheduler, unet=None):
+    """A new pipeline object over the same weights with this job's scheduler (cheap: no copies).
+
+    ``unet``: this job's stand-in for the UNet (an :class:`AutoguidedUNet` over the same weights).
+    """
     components = dict(pipeline.components)
     components["scheduler"] = scheduler
+    if unet is not None:
+        components["unet"] = unet
     job = type(pipeline)(**components, **pipeline.parameters)
     job.set_progress_bar_config(disable=True)
     return job
@@ -280,12 +290,18 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     started = time.perf_counter()
     if request.clip_guidance and model.clip is None:
         raise ValueError(f"model {model.name} has no CLIP model configured; CLIP guidance needs one")
+    if request.autoguidance_scale > 0 and model.guide_unet is None:
+        raise ValueError(f"model {model.name} has no guide UNet (guide_unet/); autoguidance needs one")
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled(0, request.steps)
 
     spec = SAMPLERS[request.sampler]
     scheduler = spec.build(model.scheduler_config)
-    pipe = job_pipeline(model.pipeline, scheduler)
+    unet = None
+    if request.autoguidance_scale > 0:
+        unet = AutoguidedUNet(model.pipeline.unet, model.guide_unet, request.autoguidance_scale,
+                              request.guidance_scale)
+    pipe = job_pipeline(model.pipeline, scheduler, unet)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
     guidance = _ClipGuidance(model, request) if request.clip_guidance else None
     preview: LatentPreview | None = model.latent_preview() if on_progress is not None else None

@@ -10,6 +10,8 @@ Conventions of a model directory that are picked up automatically:
 - ``clip/``: a ``transformers.CLIPModel`` (and optionally its tokenizer and
   ``preprocessor_config.json``) used for CLIP guidance and CLIP scores, unless ``clip_source``
   says otherwise;
+- ``guide_unet/``: a weaker ``UNet2DConditionModel`` of the same kind, for autoguidance (see
+  :mod:`.autoguidance`);
 - ``latent_preview.json``: ``{"matrix": [[r, g, b] x latent_channels], "bias": [r, g, b]}``,
   the latent -> RGB preview projection (see :mod:`.preview`).
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import torch
 
+from .autoguidance import guide_unet_path, load_guide_unet
 from .clip import CLIP_MEAN, CLIP_STD, ClipBundle
 from .precision import DevicePrecision, choose_device_and_dtype, dtype_name
 from .preview import PREVIEW_FILE_NAME, LatentPreview, fitted_latent_preview, known_latent_preview
@@ -68,6 +71,7 @@ class LoadedModel:
     limits: ModelLimits
     load_seconds: float
     preview_factors: LatentPreview | None = None
+    guide_unet: Any = None  # for autoguidance; None when the model directory has no guide_unet/
     _preview_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -93,6 +97,8 @@ class LoadedModel:
         modules = [m for m in self.pipeline.components.values() if isinstance(m, torch.nn.Module)]
         if self.clip is not None:
             modules.append(self.clip.model)
+        if self.guide_unet is not None:
+            modules.append(self.guide_unet)
         return sum(module_nbytes(m) for m in modules)
 
     def latent_preview(self) -> LatentPreview:
@@ -114,6 +120,7 @@ class LoadedModel:
             "family": self.family,
             "pipeline_class": self.pipeline_class,
             "clip_model": self.clip.name if self.clip else None,
+            "guide_unet": self.guide_unet is not None,
         }
 
 
@@ -276,12 +283,12 @@ def _load_clip(source: str, clip_source: str, pipeline, device, dtype, local_fil
                       mean=mean, std=std, name=str(clip_source))
 
 
-def _limits(pipeline, has_clip: bool) -> ModelLimits:
+def _limits(pipeline, has_clip: bool, has_guide_unet: bool) -> ModelLimits:
     native = int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
     return ModelLimits(
         max_width=max(2 * native, 1024), max_height=max(2 * native, 1024),
         min_width=min(64, native), min_height=min(64, native),
-        default_width=native, default_height=native, has_clip=has_clip,
+        default_width=native, default_height=native, has_clip=has_clip, has_guide_unet=has_guide_unet,
     )
 
 
@@ -342,6 +349,17 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         clip = _load_clip(source, str(clip_source), pipeline, precision.device, precision.dtype,
                           True if Path(str(clip_source)).is_dir() else local_files_only)
 
+    guide = None
+    guide_path = guide_unet_path(path)
+    if guide_path is not None:
+        try:
+            guide = load_guide_unet(guide_path, device=precision.device, dtype=precision.dtype)
+        except Exception as error:  # noqa: BLE001
+            raise ModelLoadError(source, (
+                f"Model '{source}' has a {guide_path.name}/ folder for autoguidance that could not be read "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). Save a UNet2DConditionModel "
+                "there, or remove the folder.")) from error
+
     family = _family(pipeline)
     preview = None
     preview_file = path / PREVIEW_FILE_NAME
@@ -365,7 +383,8 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         revision=revision,
         clip=clip,
         scheduler_config=dict(pipeline.scheduler.config),
-        limits=_limits(pipeline, clip is not None),
+        limits=_limits(pipeline, clip is not None, guide is not None),
         load_seconds=time.perf_counter() - started,
         preview_factors=preview,
+        guide_unet=guide,
     )

@@ -74,6 +74,8 @@ def format_parameters(fields: Mapping[str, Any], *, seed: int | None = None, mod
     sampler = SAMPLERS.get(str(fields["sampler"]))
     if sampler is not None and sampler.uses_eta and float(fields.get("eta") or 0):
         pairs.append(("Eta DDIM", _num(float(fields["eta"]))))
+    if float(fields.get("autoguidance_scale") or 0) > 0:
+        pairs.append(("Autoguidance scale", _num(float(fields["autoguidance_scale"]))))
     if float(fields.get("clip_guidance_scale") or 0) > 0:
         pairs += [
             ("CLIP guidance scale", _num(float(fields["clip_guidance_scale"]))),
@@ -134,7 +136,7 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
             except KeyError:
                 fields["sampler"] = name
     simple = {"Steps": ("steps", int), "CFG scale": ("guidance_scale", float), "Seed": ("seed", int),
-              "Eta DDIM": ("eta", float), "Eta": ("eta", float),
+              "Eta DDIM": ("eta", float), "Eta": ("eta", float), "Autoguidance scale": ("autoguidance_scale", float),
               "CLIP guidance scale": ("clip_guidance_scale", float), "CLIP cutouts": ("clip_cutouts", int),
               "CLIP guidance every": ("clip_guidance_every", int)}
     for key, value in raw.items():

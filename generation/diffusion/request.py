@@ -20,6 +20,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_SEED = 2**32 - 1  # A1111's range; image k uses seed + k, which torch accepts beyond it
 MAX_GUIDANCE_SCALE = 30.0
 MAX_CLIP_GUIDANCE_SCALE = 5000.0
+MAX_AUTOGUIDANCE_SCALE = 10.0
 MAX_CLIP_CUTOUTS = 64
 MAX_CLIP_GUIDANCE_EVERY = 150
 
@@ -47,8 +48,10 @@ class ModelLimits:
     default_steps: int = 25
     default_sampler: str = "DPM++ 2M Karras"
     default_guidance_scale: float = 7.0
+    default_autoguidance_scale: float = 0.0
     size_multiple: int = 8
     has_clip: bool = True  # False: CLIP guidance is refused at validation time
+    has_guide_unet: bool = False  # False: autoguidance is refused at validation time
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,6 +67,7 @@ class GenerationRequest:
     height: int = 512
     steps: int = 25
     guidance_scale: float = 7.0
+    autoguidance_scale: float = 0.0  # 0 = off; needs a model with a guide UNet (see autoguidance.py)
     sampler: str = "DPM++ 2M Karras"
     seed: int = 0
     num_images: int = 1
@@ -233,6 +237,10 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
     integer("height", limits.default_height, limits.min_height, limits.max_height, limits.size_multiple)
     integer("steps", limits.default_steps, 1, limits.max_steps)
     real("guidance_scale", limits.default_guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
+    real("autoguidance_scale", limits.default_autoguidance_scale if limits.has_guide_unet else 0.0,
+         0.0, MAX_AUTOGUIDANCE_SCALE)
+    if values.get("autoguidance_scale", 0) > 0 and not limits.has_guide_unet:
+        errors["autoguidance_scale"] = "must be 0: this model has no guide UNet (guide_unet/) for autoguidance"
     integer("num_images", 1, 1, limits.max_num_images)
     real("eta", 0.0, 0.0, 1.0)
 
@@ -285,5 +293,6 @@ __all__ = [
     "REQUEST_FIELDS",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
+    "MAX_AUTOGUIDANCE_SCALE",
     "validate_request",
 ]

@@ -97,9 +97,12 @@
       $("id_height").value = option.dataset.height;
       $("id_steps").value = option.dataset.steps;
       $("id_guidance_scale").value = option.dataset.guidance;
+      $("id_autoguidance_scale").value = option.dataset.autoguidance;
       $("id_sampler").value = option.dataset.sampler;
     }
     $("id_clip_guidance").disabled = option.dataset.clip !== "1";
+    // A model without a guide UNet refuses autoguidance; a disabled field is not posted (= off).
+    $("id_autoguidance_scale").disabled = option.dataset.guide !== "1";
   }
   modelSelect.addEventListener("change", () => applyModelLimits(true));
   applyModelLimits(false);

@@ -27,6 +27,8 @@ FIELD_OPTIONS = {
     "height": (("--height", "-H"), int, "image height in pixels (multiple of 8)"),
     "steps": (("--steps",), int, "denoising steps (1-150)"),
     "guidance_scale": (("--guidance-scale", "--cfg-scale"), float, "classifier-free guidance scale"),
+    "autoguidance_scale": (("--autoguidance-scale",), float,
+                           "autoguidance strength, for models with a guide UNet (0 = off)"),
     "sampler": (("--sampler",), str, "sampler name, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM'"),
     "seed": (("--seed",), int, "seed of the first image; image k uses seed + k (default: random)"),
     "num_images": (("--num-images", "-n"), int, "images to make (1-8)"),
