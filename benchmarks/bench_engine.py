@@ -192,6 +192,31 @@ def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, floa
     return [(label, factor(wall, label), factor(cpu, label), guided[label]) for label, _ in requests[1:]]
 
 
+def bench_autoguidance(model, steps: int, repeats: int) -> list[tuple[str, float, float]]:
+    """Cost of autoguidance: the guide UNet runs once more per step on the conditional half."""
+    base = {"prompt": PROMPT, "steps": steps, "seed": 5, "sampler": "Euler Karras"}
+    settings = [("guidance 1.5, off", {"guidance_scale": 1.5, "autoguidance_scale": 0}),
+                ("guidance 1.5, autoguidance 1.0", {"guidance_scale": 1.5, "autoguidance_scale": 1.0}),
+                ("guidance 1 (no CFG), off", {"guidance_scale": 1.0, "autoguidance_scale": 0}),
+                ("guidance 1 (no CFG), autoguidance 1.5", {"guidance_scale": 1.0, "autoguidance_scale": 1.5})]
+    requests = [(label, validate_request({**base, **extra}, model.limits)) for label, extra in settings]
+    for _, request in requests:  # warm-up
+        generate(model, request)
+    wall: dict[str, list[float]] = {label: [] for label, _ in requests}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in requests}
+    for _ in range(repeats):
+        for label, request in requests:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            generate(model, request)
+            wall[label].append(time.perf_counter() - started)
+            cpu[label].append(time.process_time() - started_cpu)
+
+    def factor(times, label, baseline):
+        return statistics.median(g / o for g, o in zip(times[label], times[baseline]))
+
+    return [(label, factor(wall, label, requests[0][0]), factor(cpu, label, requests[0][0])) for label, _ in requests[1:]]
+
+
 def sd15_unet(dtype: torch.dtype):
     from diffusers import UNet2DConditionModel
 
@@ -264,6 +289,11 @@ def bench_model(args, repeats: int) -> None:
             print(f"\n== CLIP guidance cost factor (guided / unguided, {args.steps} steps, 4 cutouts)   wall    CPU")
             for setting, wall, cpu, guided in bench_clip_guidance(model, args.steps, max(3, repeats // 2)):
                 print(f"  {setting:26s} {guided:2d} guided steps:           x{wall:.2f}   x{cpu:.2f}")
+
+        if model.guide_unet is not None:
+            print(f"\n== autoguidance cost factor (/ guidance 1.5 without it, {args.steps} steps, Euler Karras)   wall    CPU")
+            for setting, wall, cpu in bench_autoguidance(model, args.steps, max(3, repeats)):
+                print(f"  {setting:40s}                  x{wall:.2f}   x{cpu:.2f}")
 
 
 def bench_sd15(args) -> None:

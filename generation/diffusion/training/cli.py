@@ -49,6 +49,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--p-full", type=float, default=None, help="share of shapes captions that name all five attributes (default: the preset's); the rest are empty (classifier-free guidance) or partial")
     p.add_argument("--unet-device", choices=("cpu", "cuda"), default=None, help="train the UNet stage on this device (default cpu)")
     p.add_argument("--unet-init", default=None, metavar="UNET_DIR", help="start the UNet stage from this exported UNet (same architecture) with a fresh optimizer and EMA")
+    p.add_argument("--guide-unet", default=None, metavar="UNET_DIR", help="export stage: save this UNet as the pipeline's guide_unet/ for autoguidance (a weaker version of the same model, e.g. the --unet-init a phase started from)")
     p.add_argument("--fp16", action="store_true", help="export fp16 weights (load them with torch_dtype=torch.float32 on a CPU)")
     p.add_argument("--no-vae-gate", action="store_true", help="continue to the UNet even if the VAE fails its reconstruction gate")
     ft = p.add_argument_group("fine-tuning an existing pipeline (needs --data)")
@@ -130,6 +131,8 @@ def run(args: argparse.Namespace) -> dict:
     if cfg.unet_init and not (Path(cfg.unet_init) / "config.json").is_file():
         # Checked before any stage runs: with --stages all the UNet stage starts half an hour in.
         raise SystemExit(f"--unet-init {cfg.unet_init}: no exported UNet there (no config.json)")
+    if args.guide_unet and not (Path(args.guide_unet) / "config.json").is_file():
+        raise SystemExit(f"--guide-unet {args.guide_unet}: no exported UNet there (no config.json)")
     write_json(work_dir / "config.json", {"preset": args.preset, "stages": list(wanted), "data": args.data, **cfg.as_dict()})
     timings = {}
     for stage in STAGE_CHOICES:
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> dict:
         elif stage == "unet":
             S.train_unet(cfg, work_dir, data, resume=args.resume)
         elif stage == "export":
-            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16)
+            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16,
+                              guide_unet=args.guide_unet)
         timings[stage] = round(time.time() - t0, 1)
         S.log(f"[{stage}] finished in {timings[stage]:.0f}s")
     S._record(work_dir, "wall_clock", **{f"{k}_seconds": v for k, v in timings.items()})

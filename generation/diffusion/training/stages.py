@@ -871,8 +871,10 @@ def fit_latent_preview(vae, data, seed: int, count: int = 256) -> dict:
     }
 
 
-def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp16: bool = False) -> Path:
-    """Write the plain ``StableDiffusionPipeline`` directory plus ``clip/`` and ``latent_preview.json``.
+def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp16: bool = False,
+                    guide_unet: str | Path | None = None) -> Path:
+    """Write the plain ``StableDiffusionPipeline`` directory plus ``clip/`` and ``latent_preview.json``,
+    and ``guide_unet/`` (for autoguidance, ``generation.diffusion.autoguidance``) from ``guide_unet``.
 
     fp32 by default: the whole model is ~13 MB in fp32, and with fp16 files a
     plain ``StableDiffusionPipeline.from_pretrained(dir)`` (no ``torch_dtype``)
@@ -900,7 +902,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
     preview = fit_latent_preview(vae, data, cfg.seed)
     dtype = torch.float16 if fp16 else torch.float32
     # Keep any README (the model card) that is already there.
-    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip"):
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "guide_unet"):
         _clear_dir(export_dir / sub)
     pipe.to(dtype)
     pipe.save_pretrained(export_dir, safe_serialization=True)
@@ -910,6 +912,16 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
     if src.exists():
         (export_dir / "clip" / "preprocessor_config.json").write_text(src.read_text())
     write_json(export_dir / "latent_preview.json", preview)
+    if guide_unet:
+        from diffusers import UNet2DConditionModel
+
+        guide = UNet2DConditionModel.from_pretrained(guide_unet, dtype=torch.float32)
+        # A guide may be smaller (Karras et al. use smaller ones too) but must read and write the same tensors.
+        differ = [k for k in ("in_channels", "out_channels", "cross_attention_dim", "addition_embed_type")
+                  if guide.config.get(k) != unet.config.get(k)]
+        if differ:
+            raise ValueError(f"guide UNet {guide_unet} does not fit the model's UNet: its {', '.join(differ)} differ")
+        guide.to(dtype).save_pretrained(export_dir / "guide_unet", safe_serialization=True)
     size = sum(p.stat().st_size for p in export_dir.rglob("*") if p.is_file())
     _record(work_dir, "export", bytes=size, dtype=str(dtype).replace("torch.", ""), latent_preview_rmse=preview["fit_rmse"])
     log(f"[export] {export_dir} ({size / 1e6:.1f} MB, {dtype}); preview fit rmse {preview['fit_rmse']}")

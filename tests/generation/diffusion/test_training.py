@@ -200,6 +200,35 @@ def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
     assert preview["output_range"] == "-1..1"
 
 
+def test_export_ships_a_guide_unet_the_engine_uses_for_autoguidance(trained, tmp_path):
+    """``--guide-unet`` (e.g. the UNet a phase started from) becomes the pipeline's guide_unet/; a
+    later export without it removes a stale one, and a UNet that does not fit is refused."""
+    from generation.diffusion import generate, load_pipeline, validate_request
+
+    cfg, work, _ = trained
+    data = ShapesData(cfg.p_full, cfg.p_empty)
+    guide = tmp_path / "guide"
+    S.load_unet(work).save_pretrained(guide)
+    out = tmp_path / "pipeline"
+    S.export_pipeline(cfg, work, out, data, guide_unet=guide)
+    model = load_pipeline(str(out), device="cpu", dtype="fp32")
+    assert model.limits.has_guide_unet
+    request = validate_request({"prompt": "a red circle", "steps": 2, "seed": 1, "guidance_scale": 2,
+                                "autoguidance_scale": 1}, model.limits)
+    assert generate(model, request).metadata[0]["autoguidance_scale"] == 1
+    S.export_pipeline(cfg, work, out, data)
+    assert not (out / "guide_unet").exists()
+    from diffusers import UNet2DConditionModel
+
+    misfit = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 32),
+                                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=24,
+                                  layers_per_block=1, norm_num_groups=8)
+    misfit.save_pretrained(tmp_path / "misfit")
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        S.export_pipeline(cfg, work, out, data, guide_unet=tmp_path / "misfit")
+
+
 def _write_folder(root: Path, as_jsonl: bool) -> Path:
     root.mkdir()
     images, specs = d.generate(4, seed=21)
