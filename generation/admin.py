@@ -5,7 +5,7 @@ from generation.models import DiffusionModel, Generation, WorkerProbe
 
 @admin.register(DiffusionModel)
 class DiffusionModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "family", "source", "is_default", "enabled", "has_clip")
+    list_display = ("name", "slug", "family", "source", "is_default", "enabled", "has_clip", "has_guide_unet")
     list_filter = ("family", "enabled", "is_default")
     search_fields = ("name", "slug", "source")
     prepopulated_fields = {"slug": ("name",)}

@@ -104,3 +104,46 @@ def test_my_images_lists_my_outputs_newest_first_and_only_mine(client, tiny_mode
     client.force_login(bob)
     assert client.get(image.file_url()).status_code == 404, "a private image is nobody else's"
     assert second.pk
+
+
+def test_autoguidance_is_refused_by_field_for_a_model_without_a_guide_unet(client, tiny_model, alice):
+    client.force_login(alice)
+    response = client.post(reverse("generation:generate"), form_data(autoguidance_scale="1"),
+                           HTTP_ACCEPT="application/json")
+    assert response.status_code == 400
+    assert "no guide UNet" in response.json()["errors"]["autoguidance_scale"]
+    assert not Generation.objects.exists()
+
+
+def test_the_form_starts_at_a_guided_models_default_autoguidance(client, tiny_model, alice):
+    tiny_model.has_guide_unet, tiny_model.default_autoguidance_scale = True, 1.0
+    tiny_model.save()
+    client.force_login(alice)
+    page = client.get(reverse("generation:generate")).content.decode()
+    assert 'data-guide="1" data-autoguidance="1.0"' in page
+    assert 'name="autoguidance_scale" value="1.0"' in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_on_a_model_with_a_guide_unet_runs_with_its_default_autoguidance(tmp_path, tiny_pipeline_dir, alice,
+                                                                               broker, worker):
+    """Registry defaults -> validation -> worker's model cache (which loads guide_unet/) -> engine -> PNG."""
+    import shutil
+
+    from generation.models import DiffusionModel
+    from tests.generation.conftest import run_queue
+
+    path = tmp_path / "guided"
+    shutil.copytree(tiny_pipeline_dir, path)
+    shutil.copytree(path / "unet", path / "guide_unet")
+    DiffusionModel.objects.all().delete()
+    DiffusionModel.objects.create(
+        name="Guided", slug="guided", source=str(path), family="sd1", has_guide_unet=True,
+        default_autoguidance_scale=1.0, default_width=32, default_height=32, max_width=64, max_height=64,
+        default_steps=2, default_sampler="Euler", default_guidance_scale=5.0, is_default=True)
+    job = submit_generation(alice, {"prompt": "a red circle"})
+    assert job.params["autoguidance_scale"] == 1.0
+    run_queue(broker, worker)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error_detail
+    assert "Autoguidance scale: 1" in job.images.get().parameters
