@@ -64,18 +64,13 @@ class AutoguidedUNet(torch.nn.Module):
         # Scaled by 1/g so that the pipeline's own u + g (c' - u) adds exactly a (c - b).
         self.correction = self.scale / guidance_scale if self.classifier_free else self.scale
 
-    # What pipelines read from their UNet besides calling it.
-    @property
-    def config(self):
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
+    def __getattr__(self, name: str):
+        # What pipelines read from their UNet besides calling it (config, dtype, device, SDXL's
+        # add_embedding...) comes from the wrapped UNet.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("unet"), name)
 
     def forward(self, sample, timestep, encoder_hidden_states, *args, return_dict: bool = True, **kwargs):
         prediction = self.unet(sample, timestep, encoder_hidden_states, *args, return_dict=False, **kwargs)[0]

@@ -115,3 +115,19 @@ def test_the_engine_refuses_autoguidance_on_a_model_without_a_guide_even_past_va
     request = request_for(guided_model, autoguidance_scale=1.0)
     with pytest.raises(ValueError, match="guide UNet"):
         generate(engine_model, request)
+
+
+def test_an_sdxl_model_with_a_guide_unet_is_autoguided_too(tmp_path):
+    """SDXL's UNet takes per-sample extras (pooled text, size ids) that the guide must get for the
+    conditional half only."""
+    from .tiny import build_tiny_sdxl_pipeline
+
+    path = build_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    guide_path = build_tiny_sdxl_pipeline(tmp_path / "other", seed=1)
+    shutil.copytree(guide_path / "unet", path / "guide_unet")
+    model = load_pipeline(str(path), dtype="fp32")
+    fields = {"prompt": "a green square", "width": 32, "height": 32, "steps": 2, "sampler": "Euler", "seed": 3,
+              "guidance_scale": 4.0}
+    off = generate(model, validate_request(fields, model.limits))
+    on = generate(model, validate_request({**fields, "autoguidance_scale": 2.0}, model.limits))
+    assert np.abs(pixels(off) - pixels(on)).mean() > 1
