@@ -248,7 +248,10 @@ def txt2img_info(job: Generation, images, body: dict) -> dict:
         "batch_size": body.get("batch_size") or 1, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": job.model.slug, "sd_model_hash": short, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": None,
-        "extra_generation_params": {}, "index_of_first_image": 0,
+        # Where A1111 lists what extensions added: the model's default autoguidance, when it had one.
+        "extra_generation_params": ({"Autoguidance scale": params["autoguidance_scale"]}
+                                    if params.get("autoguidance_scale") else {}),
+        "index_of_first_image": 0,
         "infotexts": [image.parameters for image in images], "styles": [],
         "job_timestamp": job.created_at.strftime("%Y%m%d%H%M%S"), "clip_skip": 1,
         "is_using_inpainting_conditioning": False, "version": VERSION,

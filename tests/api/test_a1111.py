@@ -163,3 +163,15 @@ def test_a_read_only_token_cannot_generate_through_the_a1111_api(live_server, ti
     assert reader.get(f"{live_server.url}/sdapi/v1/sd-models").status_code == 200
     refused = reader.post(f"{live_server.url}/sdapi/v1/txt2img", json={"prompt": "a red circle"})
     assert refused.status_code == 403 and "generate" in refused.json()["detail"]
+
+
+def test_the_info_lists_a_jobs_autoguidance_where_a1111_lists_extension_parameters(tiny_model, alice):
+    from generation.a1111 import txt2img_info
+    from generation.services import submit_generation
+
+    plain = submit_generation(alice, {"prompt": "a red circle"})
+    tiny_model.has_guide_unet, tiny_model.default_autoguidance_scale = True, 1.0
+    tiny_model.save()
+    guided = submit_generation(alice, {"prompt": "a red circle"})
+    assert txt2img_info(plain, [], {})["extra_generation_params"] == {}
+    assert txt2img_info(guided, [], {})["extra_generation_params"] == {"Autoguidance scale": 1.0}
