@@ -194,6 +194,9 @@ def read_png_metadata(file: str | Path | IO[bytes] | bytes) -> dict[str, Any]:
         fields = {name: metadata[name] for name in REQUEST_FIELDS if name in metadata}
     if fields:
         fields["num_images"] = 1  # the seed read back is this image's own seed
+        # A PNG that does not say it was autoguided was made without it (A1111's, and ldmsite's
+        # before autoguidance existed); the model's default might have it on.
+        fields.setdefault("autoguidance_scale", 0.0)
     return {"fields": fields, "metadata": metadata, "parameters": parameters, "extra": extra}
 
 

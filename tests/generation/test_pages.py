@@ -147,3 +147,13 @@ def test_a_job_on_a_model_with_a_guide_unet_runs_with_its_default_autoguidance(t
     job.refresh_from_db()
     assert job.status == "succeeded", job.error_detail
     assert "Autoguidance scale: 1" in job.images.get().parameters
+
+
+def test_remixing_an_image_made_before_autoguidance_existed_starts_with_it_off(tiny_model):
+    from generation.forms import GenerateForm
+
+    tiny_model.has_guide_unet, tiny_model.default_autoguidance_scale = True, 1.0
+    stored_then = {"prompt": "a red circle", "guidance_scale": 2.0, "steps": 25, "sampler": "Euler", "seed": 3}
+    assert GenerateForm.initial_for(tiny_model, stored_then)["autoguidance_scale"] == 0
+    assert GenerateForm.initial_for(tiny_model, {**stored_then, "autoguidance_scale": 1.5})["autoguidance_scale"] == 1.5
+    assert GenerateForm.initial_for(tiny_model)["autoguidance_scale"] == 1.0

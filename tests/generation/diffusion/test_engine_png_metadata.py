@@ -68,14 +68,14 @@ def test_an_a1111_parameters_string_is_parsed_into_request_fields():
     assert request.sampler == "DPM++ 2M Karras" and request.width == 640
 
 
-def test_an_a1111_png_reads_back_with_one_image_per_seed():
+def test_an_a1111_png_reads_back_with_one_image_per_seed_and_no_autoguidance():
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x512")
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buffer, format="PNG", pnginfo=info)
     assert read_png_parameters(buffer.getvalue()) == {
         "prompt": "a cat", "steps": 20, "sampler": "Euler a", "guidance_scale": 7.0, "seed": 5, "width": 512,
-        "height": 512, "num_images": 1}
+        "height": 512, "num_images": 1, "autoguidance_scale": 0.0}
 
 
 def test_a_png_without_parameters_reads_as_empty():
