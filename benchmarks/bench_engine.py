@@ -174,22 +174,9 @@ def bench_clip_guidance(model, steps: int, repeats: int) -> list[tuple[str, floa
     for label, extra in settings:
         scale = 0 if label == "off" else 200
         requests.append((label, validate_request({**base, **extra, "clip_guidance_scale": scale}, model.limits)))
-    generate(model, requests[1][1])  # warm-up of the guidance path
-    wall: dict[str, list[float]] = {label: [] for label, _ in requests}
-    cpu: dict[str, list[float]] = {label: [] for label, _ in requests}
-    guided: dict[str, int] = {}
-    for _ in range(repeats):
-        for label, request in requests:
-            started, started_cpu = time.perf_counter(), time.process_time()
-            result = generate(model, request)
-            wall[label].append(time.perf_counter() - started)
-            cpu[label].append(time.process_time() - started_cpu)
-            guided[label] = len(result.metadata[0]["clip_guided_steps"])
-
-    def factor(times, label):
-        return statistics.median(g / o for g, o in zip(times[label], times["off"]))
-
-    return [(label, factor(wall, label), factor(cpu, label), guided[label]) for label, _ in requests[1:]]
+    factors, results = cost_factors(model, requests, repeats)
+    return [(label, wall, cpu, len(results[label].metadata[0]["clip_guided_steps"]))
+            for label, (wall, cpu) in factors.items()]
 
 
 def bench_autoguidance(model, steps: int, repeats: int) -> list[tuple[str, float, float]]:
@@ -200,21 +187,31 @@ def bench_autoguidance(model, steps: int, repeats: int) -> list[tuple[str, float
                 ("guidance 1 (no CFG), off", {"guidance_scale": 1.0, "autoguidance_scale": 0}),
                 ("guidance 1 (no CFG), autoguidance 1.5", {"guidance_scale": 1.0, "autoguidance_scale": 1.5})]
     requests = [(label, validate_request({**base, **extra}, model.limits)) for label, extra in settings]
-    for _, request in requests:  # warm-up
+    factors, _ = cost_factors(model, requests, repeats)
+    return [(label, wall, cpu) for label, (wall, cpu) in factors.items()]
+
+
+def cost_factors(model, requests, repeats: int):
+    """Time each (label, request) ``repeats`` times, interleaved; return each later request's wall and
+    CPU time over the first one's (medians of same-round ratios, which cancel slow load drifts),
+    and each request's last result."""
+    for _, request in requests:  # warm-up (first-call kernel setup of each path)
         generate(model, request)
     wall: dict[str, list[float]] = {label: [] for label, _ in requests}
     cpu: dict[str, list[float]] = {label: [] for label, _ in requests}
+    results = {}
     for _ in range(repeats):
         for label, request in requests:
             started, started_cpu = time.perf_counter(), time.process_time()
-            generate(model, request)
+            results[label] = generate(model, request)
             wall[label].append(time.perf_counter() - started)
             cpu[label].append(time.process_time() - started_cpu)
+    baseline = requests[0][0]
 
-    def factor(times, label, baseline):
+    def factor(times, label):
         return statistics.median(g / o for g, o in zip(times[label], times[baseline]))
 
-    return [(label, factor(wall, label, requests[0][0]), factor(cpu, label, requests[0][0])) for label, _ in requests[1:]]
+    return {label: (factor(wall, label), factor(cpu, label)) for label, _ in requests[1:]}, results
 
 
 def sd15_unet(dtype: torch.dtype):

@@ -49,8 +49,6 @@ class GenerateForm(forms.Form):
                            sampler=model.default_sampler)
         if remix:
             initial.update({k: v for k, v in remix.items() if k in GenerationRequest.__dataclass_fields__})
-            if "guidance_scale" in remix and "autoguidance_scale" not in remix:
-                initial["autoguidance_scale"] = 0  # a job stored before autoguidance existed ran without it
             initial["clip_guidance"] = bool(remix.get("clip_guidance_scale"))
             if not remix.get("clip_guidance_scale"):
                 initial["clip_guidance_scale"] = 100

@@ -36,7 +36,7 @@ def register_builtin_model() -> DiffusionModel | None:
     with transaction.atomic():
         model, created = DiffusionModel.objects.get_or_create(
             slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, "has_clip": (directory / "clip").is_dir(),
-                                         "has_guide_unet": (directory / "guide_unet").is_dir()}
+                                         "has_guide_unet": (directory / "guide_unet" / "config.json").is_file()}
         )
         if created and not DiffusionModel.objects.filter(is_default=True).exists():
             model.is_default = True

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery.models import Image
+from generation.diffusion.request import GenerationRequest
 from generation.forms import GenerateForm
 from generation.models import DiffusionModel, Generation
 from generation.services import SubmissionError, can_manage, cancel_generation, submit_generation
@@ -34,7 +35,9 @@ def remix_params(request) -> dict | None:
     image = Image.objects.filter(pk=image_id).first()
     if image is None or not image.can_view(request.user):
         return None
-    params = dict(image.generation.params) if image.generation else {}
+    # Through the request class: a field a job was stored without (e.g. autoguidance_scale, added
+    # later) gets the value it ran with -- the field's default, not today's model default.
+    params = GenerationRequest.from_dict(image.generation.params).to_dict() if image.generation else {}
     params.update(prompt=image.prompt, negative_prompt=image.negative_prompt, seed=image.seed, num_images=1)
     if image.model:
         params["model"] = image.model.slug

@@ -149,11 +149,20 @@ def test_a_job_on_a_model_with_a_guide_unet_runs_with_its_default_autoguidance(t
     assert "Autoguidance scale: 1" in job.images.get().parameters
 
 
-def test_remixing_an_image_made_before_autoguidance_existed_starts_with_it_off(tiny_model):
-    from generation.forms import GenerateForm
+def test_remixing_an_image_made_before_autoguidance_existed_starts_with_it_off(client, tiny_model, alice):
+    """A job stored without the field ran without autoguidance, whatever the model's default is now."""
+    from tests.api.conftest import make_image
 
     tiny_model.has_guide_unet, tiny_model.default_autoguidance_scale = True, 1.0
-    stored_then = {"prompt": "a red circle", "guidance_scale": 2.0, "steps": 25, "sampler": "Euler", "seed": 3}
-    assert GenerateForm.initial_for(tiny_model, stored_then)["autoguidance_scale"] == 0
-    assert GenerateForm.initial_for(tiny_model, {**stored_then, "autoguidance_scale": 1.5})["autoguidance_scale"] == 1.5
-    assert GenerateForm.initial_for(tiny_model)["autoguidance_scale"] == 1.0
+    tiny_model.save()
+    client.force_login(alice)
+    remixed = {}
+    for label, params in (("stored before", {}), ("stored with 1.5", {"autoguidance_scale": 1.5})):
+        job = Generation.objects.create(owner=alice, model=tiny_model, status="succeeded",
+                                        params={"prompt": "a red circle", "guidance_scale": 2.0, "steps": 25,
+                                                "sampler": "Euler", "seed": 3, **params})
+        image = make_image(alice, generation=job, model=tiny_model)
+        page = client.get(reverse("generation:generate") + f"?remix={image.pk}").content.decode()
+        remixed[label] = page
+    assert 'name="autoguidance_scale" value="0.0"' in remixed["stored before"]
+    assert 'name="autoguidance_scale" value="1.5"' in remixed["stored with 1.5"]

@@ -128,11 +128,10 @@ def run(args: argparse.Namespace) -> dict:
 
     if cfg.unet_device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--unet-device cuda: PyTorch sees no CUDA device on this machine")
-    if cfg.unet_init and not (Path(cfg.unet_init) / "config.json").is_file():
-        # Checked before any stage runs: with --stages all the UNet stage starts half an hour in.
-        raise SystemExit(f"--unet-init {cfg.unet_init}: no exported UNet there (no config.json)")
-    if args.guide_unet and not (Path(args.guide_unet) / "config.json").is_file():
-        raise SystemExit(f"--guide-unet {args.guide_unet}: no exported UNet there (no config.json)")
+    # Checked before any stage runs: with --stages all the UNet stage starts half an hour in.
+    for flag, unet_dir in (("--unet-init", cfg.unet_init), ("--guide-unet", args.guide_unet)):
+        if unet_dir and not (Path(unet_dir) / "config.json").is_file():
+            raise SystemExit(f"{flag} {unet_dir}: no exported UNet there (no config.json)")
     write_json(work_dir / "config.json", {"preset": args.preset, "stages": list(wanted), "data": args.data, **cfg.as_dict()})
     timings = {}
     for stage in STAGE_CHOICES:

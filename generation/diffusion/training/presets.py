@@ -92,8 +92,9 @@ class TrainConfig:
 # 74.0 / 76.5% vs 73.0 / 74.0 / 76.0%), and for v1.6 2 beats 1.5, 2.5, 3 and 4 (87.5% vs 84.0 / 84.0 /
 # 76.5 / 71.0%; 86.5 / 86.5% vs 3's 83.0 / 81.0% at the other seed sets; docs/MODEL.md). The
 # registry offers it (migrations 0003 and 0004 move older installs); the evaluator and the smoke
-# test measure at it. Since autoguidance (below) it is 1.5: with autoguidance 1.0, 1.5 kept
-# triangles where 1.0 lost some (93.5% vs 98.0% of 200 triangle prompts).
+# test measure at it. Since autoguidance (below) it is 1.5: autoguidance without classifier-free
+# guidance (1.0) lost triangles (93.5% of 200 triangle prompts at autoguidance 1.5, against 98.0%
+# at guidance 1.5 with autoguidance 1.0).
 BUILTIN_GUIDANCE_SCALE = 1.5
 
 # The shipped model's default autoguidance scale (generation.diffusion.autoguidance), with its

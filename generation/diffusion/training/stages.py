@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from generation.diffusion import dataset as shapes
 from generation.diffusion import evaluate
+from generation.diffusion.autoguidance import GUIDE_UNET_SUBFOLDER, load_guide_unet
 from generation.diffusion.training.common import (
     EMA,
     Progress,
@@ -615,7 +616,7 @@ def ddim_scheduler(num_train_timesteps: int = 1000):
 
 def sampling_scheduler(num_train_timesteps: int = 1000):
     """The exported model's default sampler (``presets.BUILTIN_SAMPLER``) on the training schedule,
-    so a plain ``StableDiffusionPipeline.from_pretrained`` samples the way ldmsite does by default."""
+    so a plain ``StableDiffusionPipeline.from_pretrained`` samples with ldmsite's default sampler."""
     from generation.diffusion.samplers import build_scheduler
 
     return build_scheduler(BUILTIN_SAMPLER, noise_schedule(num_train_timesteps))
@@ -889,6 +890,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
     text_encoder = text_encoder_from_clip(clip)
     vae = load_vae(work_dir, prefer_decoder_finetune=True)
     unet = load_unet(work_dir)
+    guide = _fitting_guide_unet(guide_unet, unet) if guide_unet else None  # refused before anything is written
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -902,7 +904,7 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
     preview = fit_latent_preview(vae, data, cfg.seed)
     dtype = torch.float16 if fp16 else torch.float32
     # Keep any README (the model card) that is already there.
-    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "guide_unet"):
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", GUIDE_UNET_SUBFOLDER):
         _clear_dir(export_dir / sub)
     pipe.to(dtype)
     pipe.save_pretrained(export_dir, safe_serialization=True)
@@ -912,20 +914,26 @@ def export_pipeline(cfg: TrainConfig, work_dir: Path, export_dir: Path, data, fp
     if src.exists():
         (export_dir / "clip" / "preprocessor_config.json").write_text(src.read_text())
     write_json(export_dir / "latent_preview.json", preview)
-    if guide_unet:
-        from diffusers import UNet2DConditionModel
-
-        guide = UNet2DConditionModel.from_pretrained(guide_unet, dtype=torch.float32)
-        # A guide may be smaller (Karras et al. use smaller ones too) but must read and write the same tensors.
-        differ = [k for k in ("in_channels", "out_channels", "cross_attention_dim", "addition_embed_type")
-                  if guide.config.get(k) != unet.config.get(k)]
-        if differ:
-            raise ValueError(f"guide UNet {guide_unet} does not fit the model's UNet: its {', '.join(differ)} differ")
-        guide.to(dtype).save_pretrained(export_dir / "guide_unet", safe_serialization=True)
+    if guide is not None:
+        guide.to(dtype).save_pretrained(export_dir / GUIDE_UNET_SUBFOLDER, safe_serialization=True)
     size = sum(p.stat().st_size for p in export_dir.rglob("*") if p.is_file())
     _record(work_dir, "export", bytes=size, dtype=str(dtype).replace("torch.", ""), latent_preview_rmse=preview["fit_rmse"])
     log(f"[export] {export_dir} ({size / 1e6:.1f} MB, {dtype}); preview fit rmse {preview['fit_rmse']}")
     return export_dir
+
+
+def _fitting_guide_unet(path: str | Path, unet):
+    """The guide UNet at ``path``, if it reads and writes the same tensors as ``unet``.
+
+    A guide may be smaller (Karras et al. use smaller ones too), but its inputs and outputs must
+    be the model's.
+    """
+    guide = load_guide_unet(path, dtype=torch.float32)
+    differ = [k for k in ("in_channels", "out_channels", "cross_attention_dim", "addition_embed_type")
+              if guide.config.get(k) != unet.config.get(k)]
+    if differ:
+        raise ValueError(f"guide UNet {path} does not fit the model's UNet: its {', '.join(differ)} differ")
+    return guide
 
 
 def _clear_dir(path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from generation.diffusion import evaluate as e
+from generation.diffusion.training.presets import BUILTIN_AUTOGUIDANCE_SCALE as AUTOGUIDANCE
 from generation.diffusion.training.presets import BUILTIN_GUIDANCE_SCALE as GUIDANCE
 from generation.diffusion.training.presets import BUILTIN_SAMPLER
 
@@ -98,7 +99,8 @@ def test_each_sampler_paints_the_prompt_with_the_built_in_model(engine_builtin, 
 
     request = validate_request({"prompt": "a large red square in the center on a white background", "width": 64,
                                 "height": 64, "steps": 25, "sampler": sampler, "seed": 3,
-                                "guidance_scale": GUIDANCE}, engine_builtin.limits)
+                                "guidance_scale": GUIDANCE, "autoguidance_scale": AUTOGUIDANCE},
+                               engine_builtin.limits)
     judged = e.judge(np.asarray(generate(engine_builtin, request).images[0]))
     assert (judged["color"], judged["background"]) == ("red", "white"), judged
 
@@ -113,7 +115,8 @@ def test_clip_guidance_keeps_the_prompt_on_the_built_in_models_zero_terminal_snr
                "a small white triangle on the left on a green background"]
     for prompt, want in zip(prompts, [("blue", "yellow"), ("white", "green")]):
         request = validate_request({"prompt": prompt, "width": 64, "height": 64, "steps": 25, "sampler": sampler,
-                                    "seed": 11, "guidance_scale": GUIDANCE, "clip_guidance_scale": 10},
+                                    "seed": 11, "guidance_scale": GUIDANCE, "autoguidance_scale": AUTOGUIDANCE,
+                                    "clip_guidance_scale": 10},
                                    engine_builtin.limits)
         result = generate(engine_builtin, request)
         judged = e.judge(np.asarray(result.images[0]))
@@ -130,17 +133,13 @@ def test_autoguidance_at_the_defaults_keeps_more_of_the_shipped_models_squares(p
     cushions (judged circles). 48 square prompts, the defaults (guidance 1.5, autoguidance 1.0)
     against the previous default (guidance 2.0, no autoguidance); docs/MODEL.md has the 200-prompt
     numbers."""
-    from diffusers import StableDiffusionPipeline
-
     from generation.diffusion.autoguidance import AutoguidedUNet, load_guide_unet
     from generation.diffusion.dataset import evaluation_prompts
-    from generation.diffusion.training.presets import BUILTIN_AUTOGUIDANCE_SCALE
+    from generation.diffusion.engine import job_pipeline
 
     squares = [w for w in evaluation_prompts(200, seed=7) if w["shape"] == "square"][:48]
     guide = load_guide_unet(MODEL / "guide_unet", dtype=torch.float32)
-    guided = StableDiffusionPipeline(**{**pipe.components, "unet": AutoguidedUNet(
-        pipe.unet, guide, BUILTIN_AUTOGUIDANCE_SCALE, GUIDANCE)})
-    guided.set_progress_bar_config(disable=True)
+    guided = job_pipeline(pipe, pipe.scheduler, AutoguidedUNet(pipe.unet, guide, AUTOGUIDANCE, GUIDANCE))
     right = {}
     for name, p, guidance in (("autoguided", guided, GUIDANCE), ("plain", pipe, 2.0)):
         images = e.pipeline_images(p, squares, seed=70_000, steps=25, guidance_scale=guidance, batch_size=24)

@@ -202,7 +202,10 @@ def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
 
 def test_export_ships_a_guide_unet_the_engine_uses_for_autoguidance(trained, tmp_path):
     """``--guide-unet`` (e.g. the UNet a phase started from) becomes the pipeline's guide_unet/; a
-    later export without it removes a stale one, and a UNet that does not fit is refused."""
+    UNet that does not fit is refused before the export touches anything, and a later export
+    without the option removes a stale guide."""
+    from diffusers import UNet2DConditionModel
+
     from generation.diffusion import generate, load_pipeline, validate_request
 
     cfg, work, _ = trained
@@ -216,17 +219,17 @@ def test_export_ships_a_guide_unet_the_engine_uses_for_autoguidance(trained, tmp
     request = validate_request({"prompt": "a red circle", "steps": 2, "seed": 1, "guidance_scale": 2,
                                 "autoguidance_scale": 1}, model.limits)
     assert generate(model, request).metadata[0]["autoguidance_scale"] == 1
-    S.export_pipeline(cfg, work, out, data)
-    assert not (out / "guide_unet").exists()
-    from diffusers import UNet2DConditionModel
-
     misfit = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 32),
                                   down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=24,
                                   layers_per_block=1, norm_num_groups=8)
     misfit.save_pretrained(tmp_path / "misfit")
+    exported = sorted(p.relative_to(out) for p in out.rglob("*"))
     with pytest.raises(ValueError, match="cross_attention_dim"):
         S.export_pipeline(cfg, work, out, data, guide_unet=tmp_path / "misfit")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == exported  # nothing half-written
+    S.export_pipeline(cfg, work, out, data)
+    assert not (out / "guide_unet").exists()
 
 
 def _write_folder(root: Path, as_jsonl: bool) -> Path:
