@@ -81,20 +81,23 @@ def builtin_size_model(directory: Path) -> Path:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel
 
-    from generation.diffusion.training import stages
+    from generation.diffusion.training.clip_stage import clip_config, text_encoder_from_clip
     from generation.diffusion.training.presets import get_preset
+    from generation.diffusion.training.schedule import sampling_scheduler
+    from generation.diffusion.training.unet_stage import unet_model
+    from generation.diffusion.training.vae_stage import vae_model
     from tests.generation.diffusion.tiny import build_tiny_tokenizer
 
     cfg = get_preset("builtin")
     torch.manual_seed(0)
     tokenizer = build_tiny_tokenizer()
     tokenizer.model_max_length = cfg.max_length
-    clip = CLIPModel(stages.clip_config(cfg, tokenizer)).eval()
-    vae = stages.vae_model(cfg)
+    clip = CLIPModel(clip_config(cfg, tokenizer)).eval()
+    vae = vae_model(cfg)
     latent = cfg.resolution // 2 ** (len(cfg.vae_channels) - 1)
-    unet = stages.unet_model(cfg, cfg.clip_hidden, latent)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=stages.text_encoder_from_clip(clip), tokenizer=tokenizer,
-                                   unet=unet, scheduler=stages.sampling_scheduler(), safety_checker=None,
+    unet = unet_model(cfg, cfg.clip_hidden, latent)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder_from_clip(clip), tokenizer=tokenizer,
+                                   unet=unet, scheduler=sampling_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(directory)
     clip.save_pretrained(directory / "clip")

@@ -3,7 +3,7 @@
     python benchmarks/bench_unet_step.py [--model generation/builtin_model] [--batches 64,256] [--steps 20] [--threads 2]
 
 The UNet stage conditions each step on its captions' frozen-text-tower embeddings. Before
-``stages.CaptionEmbeddings`` every step tokenized and encoded all its captions; the cache encodes
+``unet_stage.CaptionEmbeddings`` every step tokenized and encoded all its captions; the cache encodes
 each distinct caption once (the shapes captions form a finite set). For each batch size this
 times, on the CPU, per step: the conditioning done both ways (the cache warmed by the same
 number of earlier steps' captions, as in training), the tokenizing alone (host work on any
@@ -25,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from generation.diffusion import dataset as shapes  # noqa: E402
-from generation.diffusion.training import stages  # noqa: E402
+from generation.diffusion.training.clip_stage import load_clip, text_encoder_from_clip  # noqa: E402
 from generation.diffusion.training.common import step_rng  # noqa: E402
 from generation.diffusion.training.presets import get_preset  # noqa: E402
+from generation.diffusion.training.tokenizer_stage import load_tokenizer, tokenize  # noqa: E402
+from generation.diffusion.training.unet_stage import CaptionEmbeddings  # noqa: E402
 
 
 def step_captions(step: int, batch: int, p_full: float, p_empty: float) -> list[str]:
@@ -55,15 +57,15 @@ def main(argv=None) -> None:
 
     cfg = get_preset("builtin")
     model = Path(args.model)
-    tokenizer = stages.load_tokenizer(model)
-    tower = stages.text_encoder_from_clip(stages.load_clip(model)).requires_grad_(False)
+    tokenizer = load_tokenizer(model)
+    tower = text_encoder_from_clip(load_clip(model)).requires_grad_(False)
     unet = UNet2DConditionModel.from_pretrained(model / "unet").train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
     size = unet.config.sample_size
 
     def uncached(captions):
         with torch.no_grad():
-            return tower(stages.tokenize(tokenizer, captions))[0]
+            return tower(tokenize(tokenizer, captions))[0]
 
     def unet_step(cond):
         b = cond.shape[0]
@@ -77,12 +79,12 @@ def main(argv=None) -> None:
     print("| batch | tokenize + text tower | of which tokenize | cache lookup | UNet fwd + bwd + AdamW | step saved |")
     print("| --- | --- | --- | --- | --- | --- |")
     for batch in map(int, args.batches.split(",")):
-        cache = stages.CaptionEmbeddings(tower, tokenizer)
+        cache = CaptionEmbeddings(tower, tokenizer)
         for step in range(args.warm_steps):
             cache(step_captions(step, batch, cfg.p_full, cfg.p_empty))
         timed = [(step_captions(args.warm_steps + i, batch, cfg.p_full, cfg.p_empty),) for i in range(args.steps)]
         before = ms_per_call(uncached, timed)
-        tokenizing = ms_per_call(lambda captions: stages.tokenize(tokenizer, captions), timed)
+        tokenizing = ms_per_call(lambda captions: tokenize(tokenizer, captions), timed)
         after = ms_per_call(cache, timed)
         conds = [(uncached(c),) for (c,) in timed[: max(3, args.steps // 4)]]
         unet_ms = ms_per_call(unet_step, conds)

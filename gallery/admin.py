@@ -16,7 +16,7 @@ from gallery import moderation
 from gallery.models import Album, AlbumItem, Image, Like, Report
 from gallery.moderation_models import (AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote,
                                        Suspension)
-from ldmsite.accounts.models import AccessToken
+from generation.admission import Refusal
 
 Via = AuditEntry.Via
 User = get_user_model()
@@ -91,7 +91,7 @@ class ImageAdmin(admin.ModelAdmin):
                     moderation.hide_image(obj, request.user, reason, via=Via.ADMIN)
                 elif before["hidden"]:
                     moderation.unhide_image(obj, request.user, "", via=Via.ADMIN)
-            except moderation.ModerationError as error:
+            except Refusal as error:
                 self.message_user(request, str(error), messages.ERROR)
             return
         super().save_model(request, obj, form, change)
@@ -177,7 +177,7 @@ def suspend_people(modeladmin, request, people):
         try:
             moderation.suspend(person, request.user, reason, via=Via.BULK)
             done += 1
-        except moderation.ModerationError as error:
+        except Refusal as error:
             errors.append(str(error))
     report_outcome(modeladmin, request, done, "suspension", errors)
 
@@ -201,7 +201,7 @@ class ModeratedUserAdmin(UserAdmin):
             try:
                 moderation.unsuspend(person, request.user, action_reason(request), via=Via.BULK)
                 done += 1
-            except moderation.ModerationError as error:
+            except Refusal as error:
                 errors.append(str(error))
         report_outcome(self, request, done, "unsuspension", errors)
 
@@ -215,7 +215,7 @@ class ModeratedUserAdmin(UserAdmin):
                     moderation.unsuspend(obj, request.user, "Reactivated in the admin", via=Via.ADMIN)
                 else:
                     moderation.suspend(obj, request.user, "Deactivated in the admin", via=Via.ADMIN)
-            except moderation.ModerationError as error:
+            except Refusal as error:
                 self.message_user(request, str(error), messages.ERROR)
             return
         super().save_model(request, obj, form, change)
@@ -249,7 +249,7 @@ class SuspensionAdmin(admin.ModelAdmin):
             try:
                 moderation.unsuspend(suspension.user, request.user, action_reason(request), via=Via.BULK)
                 done += 1
-            except moderation.ModerationError as error:
+            except Refusal as error:
                 errors.append(str(error))
         report_outcome(self, request, done, "lifted suspension", errors)
 
@@ -367,20 +367,10 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
 
-# --- Accounts and generation models no other admin module registered ---------------------------------
+# --- Generation models no other admin module registered ---------------------------------------------
 #
 # generation/admin.py is loaded before this module (INSTALLED_APPS order), so whatever it registers
-# is left alone; these are fallbacks for models it (or the accounts app) does not register.
-
-class AccessTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
-    search_fields = ("name", "prefix", "user__username")
-    readonly_fields = ("user", "prefix", "digest", "created_at", "last_used_at")
-
-    def has_add_permission(self, request):
-        return False  # a token is only useful to the person shown it once: they make their own
-
+# is left alone; these are fallbacks for models it does not register.
 
 def fallback_admin(model) -> type[admin.ModelAdmin]:
     """A plain list of the model's first columns, filters on its flags and choices, search on its text."""
@@ -393,9 +383,7 @@ def fallback_admin(model) -> type[admin.ModelAdmin]:
     })
 
 
-if not admin.site.is_registered(AccessToken):
-    admin.site.register(AccessToken, AccessTokenAdmin)
-for app_label in ("accounts", "generation"):
+for app_label in ("generation",):
     for unregistered in apps.get_app_config(app_label).get_models():
         if not admin.site.is_registered(unregistered):
             admin.site.register(unregistered, fallback_admin(unregistered))

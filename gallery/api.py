@@ -22,7 +22,6 @@ from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, A
                                  AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
                                  ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer,
                                  LikeStateSerializer, ReportCreateSerializer, ReportSerializer)
-from ldmsite.api_throttling import submission_exception
 
 Visibility = Image.Visibility
 
@@ -108,13 +107,10 @@ class ImageDetail(APIView):
     def patch(self, request, pk):
         image = editable_image(request, pk)
         data = validated(ImageUpdateSerializer, request)
-        try:
-            if "saved" in data:
-                services.set_saved(image, data["saved"])
-            if "visibility" in data:
-                services.set_image_visibility(image, data["visibility"])
-        except services.GalleryError as error:
-            raise submission_exception(error) from None
+        if "saved" in data:
+            image.set_saved(data["saved"])
+        if "visibility" in data:
+            services.set_image_visibility(image, data["visibility"])
         return Response(ImageSerializer(visible_image(request, pk), context={"request": request}).data)
 
     @extend_schema(summary="Delete your image and its files", responses={204: None})
@@ -181,10 +177,7 @@ class ImageReport(APIView):
     def post(self, request, pk):
         image = visible_image(request, pk)
         data = validated(ReportCreateSerializer, request)
-        try:
-            report = services.report_image(request.user, image, data["reason"], data.get("text", ""))
-        except services.GalleryError as error:
-            raise submission_exception(error) from None
+        report = services.report_image(request.user, image, data["reason"], data.get("text", ""))
         return Response(ReportSerializer(report).data, status=201)
 
 
@@ -212,11 +205,8 @@ class AlbumList(generics.ListAPIView):
     @extend_schema(summary="Make an album", request=AlbumCreateSerializer, responses={201: AlbumDetailSerializer})
     def post(self, request):
         data = validated(AlbumCreateSerializer, request)
-        try:
-            album = services.create_album(request.user, data["title"], data.get("description", ""),
-                                          data.get("visibility", "private"))
-        except services.GalleryError as error:
-            raise submission_exception(error) from None
+        album = services.create_album(request.user, data["title"], data.get("description", ""),
+                                      data.get("visibility", "private"))
         body = AlbumDetailSerializer(album, context={"request": request}).data
         return Response(body, status=201, headers={"Location": request.build_absolute_uri(body["url"])})
 
@@ -237,11 +227,8 @@ class AlbumDetail(APIView):
             cover = None if data["cover"] is None else album.images.filter(pk=data["cover"]).first()
             if data["cover"] is not None and cover is None:
                 raise ValidationError({"cover": "must be an image in this album"})
-        try:
-            services.update_album(album, title=data.get("title"), description=data.get("description"),
-                                  visibility=data.get("visibility"), cover=cover)
-        except services.GalleryError as error:
-            raise submission_exception(error) from None
+        services.update_album(album, title=data.get("title"), description=data.get("description"),
+                              visibility=data.get("visibility"), cover=cover)
         return Response(AlbumDetailSerializer(visible_album(request, pk), context={"request": request}).data)
 
     @extend_schema(summary="Delete your album (its images stay)", responses={204: None})
@@ -280,10 +267,7 @@ class AlbumOrder(APIView):
     def post(self, request, pk):
         album = editable_album(request, pk)
         order = list(dict.fromkeys(validated(AlbumImagesSerializer, request)["images"]))
-        try:
-            services.reorder_album(album, order)
-        except services.GalleryError as error:
-            raise submission_exception(error) from None
+        services.reorder_album(album, order)
         return Response(AlbumDetailSerializer(album, context={"request": request}).data)
 
 

@@ -100,6 +100,17 @@ class Image(models.Model):
     def can_edit(self, user) -> bool:
         return user.is_authenticated and user.pk == self.owner_id
 
+    def set_saved(self, saved: bool) -> "Image":
+        """Keep the image (saved) or let `purge_unsaved` delete it once it is old."""
+        self.saved = bool(saved)
+        self.save(update_fields=["saved"])
+        return self
+
+    audit_type = "image"  # how the audit log names this kind of target
+
+    def audit_label(self) -> str:
+        return f"image {self.pk} by {self.owner.get_username()}: {self.prompt[:120]}"
+
     @property
     def download_name(self) -> str:
         return f"ldmsite-{self.pk}-{self.seed}.png"

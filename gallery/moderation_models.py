@@ -1,5 +1,6 @@
 """Moderation records: the audit log, the prompt blocklist, flagged prompt attempts, staff notes,
-suspensions and output reviews. The rules that use them live in `gallery/moderation.py`.
+suspensions and output reviews. Staff actions live in `gallery/moderation.py`; the prompt gate
+that applies the blocklist in `generation/admission.py`, the output check in `generation/outputs.py`.
 
 Star-imported at the bottom of `gallery/models.py` so Django discovers them; `__all__` keeps
 that import to the models.
@@ -8,6 +9,8 @@ that import to the models.
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+
+from generation import blocklist
 
 __all__ = ["AuditEntry", "BlocklistEntry", "FlaggedPrompt", "StaffNote", "Suspension", "OutputReview"]
 
@@ -26,6 +29,22 @@ class AuditEntryQuerySet(models.QuerySet):
     def about(self, user):
         """Entries whose action was taken against `user` (their images, their account, notes on them)."""
         return self.filter(subject=user)
+
+    def record(self, action: str, *, actor, via: str, target=None, target_type: str = "", target_id=None,
+               target_label: str = "", subject=None, reason: str = "", **details) -> "AuditEntry":
+        """Append one entry. `target` may be an image, a person, a blocklist entry or a flagged
+        prompt; its type, id and a label are copied so the entry outlives it."""
+        if target is not None:
+            target_type = target_type or getattr(target, "audit_type", "user")
+            target_id = target.pk if target_id is None else target_id
+            target_label = target_label or (target.audit_label() if hasattr(target, "audit_label")
+                                            else target.get_username())
+        return self.create(
+            actor=actor, actor_name=actor.get_username() if actor is not None else "",
+            action=action, via=via, target_type=target_type, target_id=target_id, target_label=target_label[:200],
+            subject=subject, subject_name=subject.get_username() if subject is not None else "",
+            reason=(reason or "").strip(), details=details,
+        )
 
 
 class AuditEntry(models.Model):
@@ -99,8 +118,8 @@ class BlocklistEntry(models.Model):
     """A term or regular expression that prompts must not contain."""
 
     class Kind(models.TextChoices):
-        TERM = "term", "Term"
-        REGEX = "regex", "Regular expression"
+        TERM = blocklist.TERM, "Term"
+        REGEX = blocklist.REGEX, "Regular expression"
 
     class Action(models.TextChoices):
         REJECT = "reject", "Reject"
@@ -124,18 +143,21 @@ class BlocklistEntry(models.Model):
         verbose_name_plural = "blocklist entries"
         constraints = [models.UniqueConstraint(fields=["pattern", "kind"], name="blocklist_pattern_once")]
 
+    audit_type = "blocklist"
+
     def __str__(self):
         return f"{self.pattern} ({self.get_kind_display().lower()}, {self.get_action_display().lower()})"
 
-    def clean(self):
-        from gallery.moderation import BlocklistPatternError, compile_entry
+    def audit_label(self) -> str:
+        return f"{self.get_kind_display().lower()} {self.pattern!r}"
 
+    def clean(self):
         self.pattern = (self.pattern or "").strip()
         if not self.pattern:
             raise ValidationError({"pattern": "Enter a term or a regular expression."})
         try:
-            compile_entry(self.pattern, self.kind, self.whole_word, probe=True)
-        except BlocklistPatternError as error:
+            blocklist.compile_entry(self.pattern, self.kind, self.whole_word, probe=True)
+        except blocklist.BlocklistPatternError as error:
             raise ValidationError({"pattern": str(error)}) from None
 
 
@@ -162,8 +184,13 @@ class FlaggedPrompt(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    audit_type = "flagged_prompt"
+
     def __str__(self):
         return f"{self.user or 'command line'}: {self.prompt[:60]}"
+
+    def audit_label(self) -> str:
+        return f"flagged prompt {self.pk}: {self.prompt[:120]}"
 
 
 class StaffNote(models.Model):

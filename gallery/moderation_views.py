@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST
 from gallery import moderation
 from gallery.models import Image, Report
 from gallery.moderation_models import AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote
+from generation.admission import Refusal
 
 QUEUE_PAGE_SIZE = 20
 AUDIT_PAGE_SIZE = 50
@@ -112,7 +113,7 @@ def image_review(request, pk):
 
 
 def image_action(action):
-    """POST-only staff view running `action(request, image)`; a ModerationError becomes a message."""
+    """POST-only staff view running `action(request, image)`; a refusal becomes a message."""
 
     @staff_only
     @require_POST
@@ -121,7 +122,7 @@ def image_action(action):
         image = get_object_or_404(Image.objects.select_related("owner"), pk=pk)
         try:
             response = action(request, image)
-        except moderation.ModerationError as error:
+        except Refusal as error:
             messages.error(request, str(error))
             return back(request, reverse("moderation:image", args=[pk]))
         return response or back(request, reverse("moderation:image", args=[pk]))
@@ -189,7 +190,7 @@ def person_action(action):
         someone = get_person(username)
         try:
             action(request, someone)
-        except moderation.ModerationError as error:
+        except Refusal as error:
             messages.error(request, str(error))
         return back(request, reverse("moderation:person", args=[someone.username]))
 

@@ -1,98 +1,43 @@
-"""Gallery logic shared by pages, the API and workers."""
+"""Gallery logic shared by pages and the API: what a person does with their images and albums,
+likes, reports, explore and search. Refusals are `generation.admission.Refusal`, like every
+service's. (Images are stored by `generation.outputs` when a job finishes.)"""
 
 import base64
 import binascii
-import io
 import json
 from datetime import timedelta
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gallery.models import Album, AlbumItem, Image, Like, Report, unguessable_name
-from gallery.moderation import refuse_publishing_under_review, without_images_under_review
-from generation.diffusion import write_png
-
-THUMBNAIL_SIZE = 256
-
-
-def make_thumbnail(picture) -> bytes:
-    thumb = picture.convert("RGB").copy()
-    thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="WEBP", quality=85)
-    return buffer.getvalue()
-
-
-def store_generated_image(generation, index: int, picture, metadata: dict, parameters: str,
-                          clip_score: float | None) -> Image:
-    """Save one output of a job as the owner's (unsaved, private) image.
-
-    Idempotent per (job, index): a job retried after a crash reuses the image it
-    already stored instead of making a second one.
-    """
-    existing = Image.objects.filter(generation=generation, index=index).first()
-    if existing is not None:
-        return existing
-    png = io.BytesIO()
-    write_png(picture, metadata, parameters, png)
-    file_name = default_storage.save(unguessable_name("png"), ContentFile(png.getvalue()))
-    thumb_name = default_storage.save(unguessable_name("webp"), ContentFile(make_thumbnail(picture)))
-    request = generation.params
-    try:
-        with transaction.atomic():
-            return Image.objects.create(
-                owner=generation.owner, generation=generation, index=index,
-                file=file_name, thumbnail=thumb_name,
-                width=picture.width, height=picture.height,
-                seed=metadata.get("seed", request["seed"] + index),
-                prompt=request["prompt"], negative_prompt=request.get("negative_prompt", ""),
-                model=generation.model, model_name=generation.model.name,
-                sampler=request.get("sampler", ""), steps=request.get("steps", 0),
-                guidance_scale=request.get("guidance_scale", 0),
-                clip_score=clip_score, parameters=parameters, metadata=metadata,
-            )
-    except IntegrityError:
-        # Another attempt stored this index first: keep theirs, drop our files.
-        default_storage.delete(file_name)
-        default_storage.delete(thumb_name)
-        return Image.objects.get(generation=generation, index=index)
-
+from gallery.models import Album, AlbumItem, Image, Like, OutputReview, Report
+from generation.admission import Refusal
 
 # --- Owner actions ------------------------------------------------------------------
 
-class GalleryError(Exception):
-    """A refused gallery action; `errors` maps field names to messages."""
-
-    def __init__(self, errors: dict[str, str], status: int = 400):
-        self.errors = errors
-        self.status = status
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-
-
 def check_visibility(value: str) -> str:
     if value not in Image.Visibility.values:
-        raise GalleryError({"visibility": f"must be one of: {', '.join(Image.Visibility.values)}"})
+        raise Refusal({"visibility": f"must be one of: {', '.join(Image.Visibility.values)}"})
     return value
 
 
+def under_review(image: Image) -> bool:
+    """Held back by the output check and not yet cleared by staff."""
+    return OutputReview.objects.filter(image=image, status=OutputReview.Status.PENDING).exists()
+
+
 def set_image_visibility(image: Image, visibility: str) -> Image:
-    refuse_publishing_under_review(image, check_visibility(visibility))
-    image.visibility = check_visibility(visibility)
+    """Share or unshare an image; an image held for review stays private until staff clear it."""
+    if check_visibility(visibility) != Image.Visibility.PRIVATE and under_review(image):
+        raise Refusal({"visibility": "this image is waiting for a staff review and cannot be shared until it is "
+                                     "cleared"}, 403)
+    image.visibility = visibility
     if visibility != Image.Visibility.PRIVATE:
         image.saved = True  # publishing keeps an image: it must not be purged from under its viewers
         image.published_at = image.published_at or timezone.now()
     image.save(update_fields=["visibility", "saved", "published_at"])
-    return image
-
-
-def set_saved(image: Image, saved: bool) -> Image:
-    image.saved = bool(saved)
-    image.save(update_fields=["saved"])
     return image
 
 
@@ -115,16 +60,16 @@ def unlike_image(user, image: Image) -> bool:
 
 def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
     if reason not in Report.Reason.values:
-        raise GalleryError({"reason": f"must be one of: {', '.join(Report.Reason.values)}"})
+        raise Refusal({"reason": f"must be one of: {', '.join(Report.Reason.values)}"})
     if len(text) > 2000:
-        raise GalleryError({"text": "must be at most 2000 characters"})
+        raise Refusal({"text": "must be at most 2000 characters"})
     if image.owner_id == reporter.pk:
-        raise GalleryError({"image": "you cannot report your own image"})
+        raise Refusal({"image": "you cannot report your own image"})
     try:
         with transaction.atomic():
             return Report.objects.create(reporter=reporter, image=image, reason=reason, text=text.strip())
     except IntegrityError:
-        raise GalleryError({"image": "you have already reported this image; staff will review it"}, 409) from None
+        raise Refusal({"image": "you have already reported this image; staff will review it"}, 409) from None
 
 
 # --- Albums -----------------------------------------------------------------------------
@@ -132,7 +77,7 @@ def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
 def create_album(owner, title: str, description: str = "", visibility: str = "private") -> Album:
     title = (title or "").strip()
     if not title or len(title) > 120:
-        raise GalleryError({"title": "is required: 1 to 120 characters"})
+        raise Refusal({"title": "is required: 1 to 120 characters"})
     return Album.objects.create(owner=owner, title=title, description=(description or "").strip()[:5000],
                                 visibility=check_visibility(visibility))
 
@@ -142,13 +87,13 @@ def update_album(album: Album, *, title: str | None = None, description: str | N
     if title is not None:
         title = title.strip()
         if not title or len(title) > 120:
-            raise GalleryError({"title": "is required: 1 to 120 characters"})
+            raise Refusal({"title": "is required: 1 to 120 characters"})
         album.title = title
     if description is not None:
         album.description = description.strip()[:5000]
     if cover is not False:
         if cover is not None and not album.items.filter(image=cover).exists():
-            raise GalleryError({"cover": "must be an image in this album"})
+            raise Refusal({"cover": "must be an image in this album"})
         album.cover = cover
     album.save()
     if visibility is not None:
@@ -163,7 +108,7 @@ def publish_album(album: Album, visibility: str) -> Album:
     album.save(update_fields=["visibility", "updated_at"])
     if visibility != Image.Visibility.PRIVATE:
         private = Image.objects.filter(album_items__album=album, visibility=Image.Visibility.PRIVATE)
-        private = without_images_under_review(private)  # held by the output check: stays private
+        private = private.exclude(output_review__status=OutputReview.Status.PENDING)  # held: stays private
         private.update(visibility=visibility, saved=True, published_at=timezone.now())
     return album
 
@@ -206,7 +151,7 @@ def reorder_album(album: Album, image_ids) -> None:
     items = {item.image_id: item for item in album.items.all()}
     unknown = [i for i in image_ids if i not in items]
     if unknown:
-        raise GalleryError({"order": f"images not in this album: {unknown}"})
+        raise Refusal({"order": f"images not in this album: {unknown}"})
     ordered = image_ids + [i for i in items if i not in image_ids]
     for position, image_id in enumerate(ordered, start=1):
         items[image_id].position = position
@@ -218,7 +163,7 @@ def move_in_album(album: Album, image_id: int, offset: int) -> None:
     """Move one image earlier (-1) or later (+1) in the album."""
     order = list(album.items.values_list("image_id", flat=True))
     if image_id not in order:
-        raise GalleryError({"image": "is not in this album"})
+        raise Refusal({"image": "is not in this album"})
     index = order.index(image_id)
     target = min(max(index + offset, 0), len(order) - 1)
     order.insert(target, order.pop(index))

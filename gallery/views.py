@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from gallery import access, services
 from gallery.media import serve_file
 from gallery.models import Album, Image, Report
+from generation.admission import Refusal
 from generation.models import DiffusionModel
 
 HISTORY_PAGE_SIZE = 24
@@ -49,9 +50,9 @@ def own_album(request, pk) -> Album:
     return access.editable(Album.objects.select_related("owner"), pk, request.user)
 
 
-def show_error(request, error: services.GalleryError):
-    for field, message in error.errors.items():
-        messages.error(request, f"{field.capitalize()}: {message}")
+def show_refusal(request, refusal: Refusal):
+    for message in refusal.messages():
+        messages.error(request, message)
 
 
 # --- History and image pages ---------------------------------------------------------
@@ -95,7 +96,7 @@ def image_thumbnail(request, pk):
 @login_required
 @require_POST
 def save_image(request, pk):
-    image = services.set_saved(own_image(request, pk), request.POST.get("saved", "true") != "false")
+    image = own_image(request, pk).set_saved(request.POST.get("saved", "true") != "false")
     if wants_json(request):
         return JsonResponse({"id": image.pk, "saved": image.saved})
     return back(request, image)
@@ -107,8 +108,8 @@ def set_visibility(request, pk):
     image = own_image(request, pk)
     try:
         services.set_image_visibility(image, request.POST.get("visibility", ""))
-    except services.GalleryError as error:
-        show_error(request, error)
+    except Refusal as error:
+        show_refusal(request, error)
     else:
         messages.success(request, f"The image is now {image.get_visibility_display().lower()}.")
     return back(request, image)
@@ -144,8 +145,8 @@ def report(request, pk):
     image = visible_image(request, pk)
     try:
         services.report_image(request.user, image, request.POST.get("reason", ""), request.POST.get("text", ""))
-    except services.GalleryError as error:
-        show_error(request, error)
+    except Refusal as error:
+        show_refusal(request, error)
     else:
         messages.success(request, "Thank you. Staff will review your report.")
     return back(request, image)
@@ -165,8 +166,8 @@ def add_selection_to_album(request):
             album = services.create_album(request.user, request.POST.get("new_title", ""))
         else:
             album = get_object_or_404(Album, pk=request.POST.get("album") or 0, owner=request.user)
-    except services.GalleryError as error:
-        show_error(request, error)
+    except Refusal as error:
+        show_refusal(request, error)
         return back(request, "gallery:history")
     added = services.add_to_album(album, images)
     messages.success(request, f"Added {added} image{'s' if added != 1 else ''} to {album.title}.")
@@ -188,8 +189,8 @@ def create_album(request):
         album = services.create_album(request.user, request.POST.get("title", ""),
                                       request.POST.get("description", ""),
                                       request.POST.get("visibility", "private"))
-    except services.GalleryError as error:
-        show_error(request, error)
+    except Refusal as error:
+        show_refusal(request, error)
         return redirect("gallery:albums")
     return redirect(album)
 
@@ -229,8 +230,8 @@ def edit_album(request, pk):
             album.delete()
             messages.success(request, "Album deleted; its images are still in your history.")
             return redirect("gallery:albums")
-    except services.GalleryError as error:
-        show_error(request, error)
+    except Refusal as error:
+        show_refusal(request, error)
     return redirect(album)
 
 

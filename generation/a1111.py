@@ -32,13 +32,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from generation.admission import Refusal
 from generation.diffusion import SAMPLERS
 from generation.models import DiffusionModel, Generation
+from generation.queue import average_job_seconds, queue_position
 from generation.serializers import GenerationSerializer
-from generation.services import (SubmissionError, average_job_seconds, cancel_generation, queue_position,
-                                 submit_generation)
-from ldmsite.accounts.authentication import BasicTokenAuthentication, BearerTokenAuthentication
-from ldmsite.api_throttling import FieldErrors, submission_exception
+from generation.services import cancel_generation, submit_generation
 
 Status = Generation.Status
 POLL_SECONDS = 0.25
@@ -277,8 +276,9 @@ def wait_for(job: Generation, timeout: float) -> Generation:
 
 
 class A1111View(APIView):
-    authentication_classes = [BasicTokenAuthentication, BearerTokenAuthentication]
-    a1111 = True  # refused input answers with A1111's (FastAPI's) 422 body
+    """Authentication: personal tokens as Basic or Bearer (wired in `ldmsite.api.urls`)."""
+
+    a1111 = True  # refused input answers with A1111's (FastAPI's) 422 body (`ldmsite.api.errors`)
 
 
 class Txt2ImgRequestSerializer(serializers.Serializer):
@@ -373,15 +373,15 @@ class Txt2Img(A1111View):
             raise ValidationError({"__all__": "The body must be a JSON object (A1111's txt2img request)."})
         fields, model, errors = to_request(body, request.auth)
         if errors:
-            raise FieldErrors(errors, 422)
+            raise Refusal(errors, 422)
         if model is None:
-            raise FieldErrors({"override_settings.sd_model_checkpoint": "no model is installed"}, 422)
+            raise Refusal({"override_settings.sd_model_checkpoint": "no model is installed"}, 422)
         try:
             job = submit_generation(request.user, fields, model=model)
-        except SubmissionError as error:
-            if error.status == 429:
-                raise submission_exception(error) from None
-            raise FieldErrors({ERROR_FIELD.get(k, k): v for k, v in error.errors.items()}, 422) from None
+        except Refusal as error:
+            if error.limit is not None:
+                raise
+            raise Refusal({ERROR_FIELD.get(k, k): v for k, v in error.errors.items()}, 422) from None
         if body.get("override_settings_restore_afterwards") is False and \
                 (body.get("override_settings") or {}).get("sd_model_checkpoint"):
             remember_option(request.auth, "sd_model_checkpoint", checkpoint_title(model))
@@ -399,10 +399,8 @@ class Txt2Img(A1111View):
                             status=202, headers={"Location": request.build_absolute_uri(data["url"])})
         images = list(job.images.order_by("index"))
         if body.get("save_images") is True:
-            from gallery.services import set_saved
-
             for image in images:
-                set_saved(image, True)
+                image.set_saved(True)
         encoded = []
         if body.get("send_images", True) is not False:
             for image in images:
@@ -413,11 +411,10 @@ class Txt2Img(A1111View):
 
 
 def remember_option(token, key: str, value: Any) -> None:
-    from ldmsite.accounts.models import AccessToken
-
+    """Keep an option on the request's access token (A1111's options are per server; here per token)."""
     options = dict(token.a1111_options or {})
     options[key] = value
-    AccessToken.objects.filter(pk=token.pk).update(a1111_options=options)
+    type(token).objects.filter(pk=token.pk).update(a1111_options=options)
     token.a1111_options = options
 
 
@@ -567,7 +564,7 @@ class Options(A1111View):
             raise ValidationError({"__all__": "The body must be a JSON object of option: value."})
         errors, model = check_options(request.data, request.auth, "")
         if errors:
-            raise FieldErrors(errors, 422)
+            raise Refusal(errors, 422)
         if model is not None:
             remember_option(request.auth, "sd_model_checkpoint", checkpoint_title(model))
         return HttpResponse(b"null", content_type="application/json")

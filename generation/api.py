@@ -1,7 +1,7 @@
 """REST API views of models and generation jobs (/api/v1/). Thin: they call `services`.
 
-Auth, token scopes, throttles, error bodies and pagination come from
-`settings.REST_FRAMEWORK` (see ldmsite/accounts/authentication.py and ldmsite/api_throttling.py).
+Auth, token scopes, throttles, error bodies (a service's `admission.Refusal` included) and
+pagination come from `settings.REST_FRAMEWORK` (see the `ldmsite/api/` package).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from generation.admission import images_requested_today
 from generation.models import DiffusionModel, Generation
 from generation.serializers import (DiffusionModelSerializer, GenerationRequestSerializer, GenerationSerializer,
                                     websocket_url)
-from generation.services import SubmissionError, cancel_generation, can_manage, submit_generation
-from ldmsite.api_throttling import images_requested_today, submission_exception
+from generation.services import cancel_generation, can_manage, submit_generation
 
 Status = Generation.Status
 
@@ -67,12 +67,7 @@ class GenerationList(generics.ListAPIView):
         body = request.data
         if not isinstance(body, dict):
             raise ValidationError({"__all__": "The body must be a JSON object of request fields."})
-        if not isinstance(body.get("model", ""), (str, type(None))):
-            raise ValidationError({"model": "must be a model slug (text)"})
-        try:
-            job = submit_generation(request.user, body)
-        except SubmissionError as error:
-            raise submission_exception(error) from None
+        job = submit_generation(request.user, body)
         data = GenerationSerializer(job, context={"request": request}).data
         return Response(data, status=202, headers={"Location": request.build_absolute_uri(data["url"])})
 

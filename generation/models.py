@@ -4,7 +4,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from generation.diffusion.request import GenerationRequest, ModelLimits
+from generation.diffusion.request import MODEL_DEFAULTS_KEYS, GenerationRequest, ModelLimits
 
 
 class WorkerProbe(models.Model):
@@ -77,17 +77,11 @@ class DiffusionModel(models.Model):
         return self.name
 
     def limits(self) -> ModelLimits:
-        return ModelLimits(
-            max_width=self.max_width, max_height=self.max_height,
-            # Small models (the built-in one works at 64x64) may go below the usual 64 px floor.
-            min_width=min(64, self.default_width), min_height=min(64, self.default_height),
-            max_steps=self.max_steps,
-            default_width=self.default_width, default_height=self.default_height,
-            default_steps=self.default_steps, default_sampler=self.default_sampler,
-            default_guidance_scale=self.default_guidance_scale,
-            default_autoguidance_scale=self.default_autoguidance_scale,
-            has_clip=self.has_clip, has_guide_unet=self.has_guide_unet,
-        )
+        """The same limits the engine gives the loaded model (``LoadedModel.limits``), from the values
+        stored here: taken from the model at registration (its directory's ldmsite_defaults.json),
+        then as staff set them."""
+        return ModelLimits.for_model(has_clip=self.has_clip, has_guide_unet=self.has_guide_unet,
+                                     **{key: getattr(self, key) for key in MODEL_DEFAULTS_KEYS})
 
     @classmethod
     def default(cls) -> "DiffusionModel | None":

@@ -1,4 +1,9 @@
-"""The model registry: the built-in model on a fresh database, and adding models."""
+"""The model registry: the built-in model on a fresh database, and adding models.
+
+A model's defaults (sampler, guidance and autoguidance scales, steps, size) and maxima are the
+model's own: they come from its directory's ``ldmsite_defaults.json`` (read by the ML core) when it
+is registered, and are stored on the ``DiffusionModel`` row, where staff may override them.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,45 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.text import slugify
 
-from generation.diffusion.training.presets import BUILTIN_AUTOGUIDANCE_SCALE, BUILTIN_GUIDANCE_SCALE, BUILTIN_SAMPLER
+from generation import diffusion  # load_pipeline loads torch on first use (PEP 562)
+from generation.diffusion.request import ModelLimits, read_model_defaults
 from generation.models import DiffusionModel
+from generation.workers import resolve_source
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_SLUG = "ldm-shapes"
-# The built-in model was trained at 64x64 (see generation/builtin_model/README.md).
 BUILTIN_DEFAULTS = dict(
     name="ldm-shapes (built-in)",
     source="generation/builtin_model",
     family=DiffusionModel.Family.SD1,
     description="The small model ldmsite trains itself: coloured shapes on solid backgrounds. Works offline.",
-    default_width=64, default_height=64, max_width=256, max_height=256,
-    default_steps=25, max_steps=150, default_sampler=BUILTIN_SAMPLER, default_guidance_scale=BUILTIN_GUIDANCE_SCALE,
-    default_autoguidance_scale=BUILTIN_AUTOGUIDANCE_SCALE,
 )
 
 
+def stored_limits(limits: ModelLimits) -> dict:
+    """The ``DiffusionModel`` field values for a model's limits (the fields have the same names)."""
+    return {**limits.stated(), "has_clip": limits.has_clip, "has_guide_unet": limits.has_guide_unet}
+
+
 def register_builtin_model() -> DiffusionModel | None:
-    """Register the shipped model (once); it becomes the default when none is set."""
+    """Register the shipped model (once) with the defaults its directory states; it becomes the
+    default model when none is set.
+
+    Read without loading the weights (this runs after every migrate), so the built-in model's
+    ``ldmsite_defaults.json`` states every default and maximum (a test holds the loaded model's
+    limits equal to the registered ones).
+    """
     directory = Path(settings.LDM_BUILTIN_MODEL_DIR)
     if not (directory / "model_index.json").exists():
         logger.warning("Built-in model not found at %s; not registered.", directory)
         return None
+    limits = ModelLimits.for_model(has_clip=(directory / "clip" / "config.json").is_file(),
+                                   has_guide_unet=(directory / "guide_unet" / "config.json").is_file(),
+                                   **read_model_defaults(directory))
     with transaction.atomic():
         model, created = DiffusionModel.objects.get_or_create(
-            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, "has_clip": (directory / "clip").is_dir(),
-                                         "has_guide_unet": (directory / "guide_unet" / "config.json").is_file()}
+            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, **stored_limits(limits)}
         )
         if created and not DiffusionModel.objects.filter(is_default=True).exists():
             model.is_default = True
@@ -46,16 +62,14 @@ def register_builtin_model() -> DiffusionModel | None:
 
 def add_model(source: str, *, name: str | None = None, slug: str | None = None, clip_source: str = "",
               make_default: bool = False, loader=None) -> DiffusionModel:
-    """Validate that `source` loads, then register it with the limits the engine derives.
+    """Validate that `source` loads, then register it with the limits the engine derives: the
+    model's own defaults (its directory's ``ldmsite_defaults.json``) over ones read off its weights.
+    Registering a model again takes them afresh.
 
-    Raises `generation.diffusion.ModelLoadError` (with a message naming the source) when it does not load.
+    Raises `generation.diffusion.ModelLoadError` (with a message naming the source) when it does not
+    load, a malformed defaults file included.
     """
-    from generation.diffusion import load_pipeline
-
-    from generation.runner import resolve_source
-
-    loaded = (loader or load_pipeline)(resolve_source(source), clip_source=clip_source or None)
-    limits = loaded.limits
+    loaded = (loader or diffusion.load_pipeline)(resolve_source(source), clip_source=clip_source or None)
     family = loaded.family if loaded.family in DiffusionModel.Family.values else DiffusionModel.Family.CUSTOM
     slug = slug or slugify(name or Path(source.rstrip("/")).name or source)[:100]
     with transaction.atomic():
@@ -65,13 +79,7 @@ def add_model(source: str, *, name: str | None = None, slug: str | None = None, 
             slug=slug,
             defaults=dict(
                 name=name or loaded.name, source=source, family=family, clip_source=clip_source,
-                revision=loaded.content_hash[:80],
-                default_width=limits.default_width, default_height=limits.default_height,
-                max_width=limits.max_width, max_height=limits.max_height,
-                default_steps=limits.default_steps, max_steps=limits.max_steps,
-                default_sampler=limits.default_sampler, default_guidance_scale=limits.default_guidance_scale,
-                default_autoguidance_scale=limits.default_autoguidance_scale,
-                has_clip=loaded.clip is not None, has_guide_unet=loaded.guide_unet is not None,
+                revision=loaded.content_hash[:80], **stored_limits(loaded.limits),
                 enabled=True, is_default=make_default,
             ),
         )

@@ -1,4 +1,4 @@
-"""Running one claimed job on a worker: model cache, engine callbacks, heartbeats, results."""
+"""Running one claimed job on a worker: heartbeats, engine callbacks, stored results."""
 
 from __future__ import annotations
 
@@ -8,48 +8,21 @@ import logging
 import threading
 import time
 import traceback
-from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from generation import events
+from generation import diffusion, events  # the ML core loads torch when a job first needs it (PEP 562)
 from generation.models import Generation
+from generation.outputs import image_summary, store_checked_image
+from generation.workers import RUNNING_JOBS, load_for_job
 
 logger = logging.getLogger(__name__)
 Status = Generation.Status
 
 PREVIEW_INTERVAL_SECONDS = 0.1  # at most ~10 previews per second per job
 PREVIEW_SIZE = 256
-
-_cache = None
-_cache_lock = threading.Lock()
-
-
-def model_cache():
-    """This worker's resident models: each is loaded once and kept (LRU under a memory budget)."""
-    global _cache
-    with _cache_lock:
-        if _cache is None:
-            from generation.diffusion import ModelCache
-
-            _cache = ModelCache(max_bytes=settings.LDM_MODEL_CACHE_BYTES)
-        return _cache
-
-
-def load_for_job(model):
-    clip_source = model.clip_source or None
-    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source)
-
-
-def resolve_source(source: str) -> str:
-    """Relative model paths (the built-in model) are relative to the repository."""
-    path = Path(source)
-    if not path.is_absolute() and (settings.BASE_DIR / path).exists():
-        return str(settings.BASE_DIR / path)
-    return source
-
 
 class Heartbeat:
     """Records every few seconds that this worker is still running the job."""
@@ -85,13 +58,10 @@ def preview_data_url(picture) -> str:
 
 def people_message(error: BaseException) -> str:
     """What went wrong, in words a person can act on."""
-    import torch
-
-    from generation.diffusion import ModelLoadError
-
-    if isinstance(error, ModelLoadError):
+    if isinstance(error, diffusion.ModelLoadError):
         return f"The model could not be loaded: {error}"
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+    # torch.OutOfMemoryError says "CUDA out of memory"; other devices' allocators say the same words.
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
         return "The worker ran out of memory. Try a smaller size or fewer images per job."
     return "Generation failed because of an internal error. Staff can see the details."
 
@@ -104,8 +74,6 @@ def finish(job: Generation, worker: str, **changes) -> bool:
 
 def execute_generation(job: Generation, worker: str) -> None:
     """Run a job this worker has claimed, from model load to stored images."""
-    from generation.workers import RUNNING_JOBS
-
     RUNNING_JOBS[threading.current_thread().name] = job.pk
     try:
         run_claimed_job(job, worker)
@@ -114,9 +82,6 @@ def execute_generation(job: Generation, worker: str) -> None:
 
 
 def run_claimed_job(job: Generation, worker: str) -> None:
-    from gallery.moderation import store_checked_image
-    from generation.diffusion import GenerationCancelled, generate
-
     with Heartbeat(job.pk, worker):
         events.publish(job, "generation.started", total=job.total_steps)
         try:
@@ -141,14 +106,14 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             def should_cancel() -> bool:
                 return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
-            result = generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
+            result = diffusion.generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
                               preview_size=PREVIEW_SIZE)
             images = []
             for index, picture in enumerate(result.images):
                 clip_score = result.clip_scores[index] if result.clip_scores else None
                 images.append(store_checked_image(job, index, picture, result.metadata[index],  # output check
                                                   result.parameters[index], clip_score))
-        except GenerationCancelled:
+        except diffusion.GenerationCancelled:
             if finish(job, worker, status=Status.CANCELLED):
                 events.publish(job, "generation.cancelled")
             return
@@ -164,8 +129,3 @@ def run_claimed_job(job: Generation, worker: str) -> None:
         if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
             events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
 
-
-def image_summary(image) -> dict:
-    return {"id": image.pk, "url": image.file_url(), "thumbnail": image.thumbnail_url(),
-            "page": image.get_absolute_url(), "seed": image.seed, "clip_score": image.clip_score,
-            "width": image.width, "height": image.height}

@@ -18,6 +18,7 @@ from generation.diffusion import MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS
 from generation.diffusion.request import (MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY,
                                           MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, ModelLimits)
 from generation.models import DiffusionModel, Generation
+from generation.queue import queue_position
 
 
 class StrictSerializer(serializers.Serializer):
@@ -158,8 +159,6 @@ class GenerationSerializer(serializers.ModelSerializer):
 
     def _queue(self, job):
         if not hasattr(job, "_queue_cache"):
-            from generation.services import queue_position
-
             job._queue_cache = queue_position(job)
         return job._queue_cache
 

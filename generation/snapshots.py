@@ -3,12 +3,11 @@
 from django.urls import reverse
 
 from generation.models import Generation
+from generation.outputs import image_summary
+from generation.queue import queue_position
 
 
 def job_snapshot(job: Generation) -> dict:
-    from generation.runner import image_summary
-    from generation.services import queue_position
-
     position, eta = queue_position(job)
     params = job.params
     return {
@@ -26,7 +25,7 @@ def job_snapshot(job: Generation) -> dict:
         "created_at": job.created_at.isoformat(),
         "error": job.error_message or None,
         "timings": job.metadata.get("timings") if job.is_final else None,
-        "images": [image_summary(image) for image in job.images.all()] if job.status == "succeeded" else [],
+        "images": [image_summary(image) for image in job.images.all()] if job.status == Generation.Status.SUCCEEDED else [],
         "url": reverse("generation:detail", args=[job.pk]),
         "cancel_url": reverse("generation:cancel", args=[job.pk]),
     }

@@ -1,14 +1,17 @@
-"""Dramatiq actors. They take ids, never objects, and set explicit limits.
+"""Dramatiq actors, and `nudge`, which sends their messages. Actors take ids, never objects,
+and set explicit limits.
 
-Retries are the database's business (see `services.recover_jobs`), so actors
-themselves never retry: a failure is recorded on the job row.
+Retries are the database's business (see `recovery.recover_jobs`), so actors themselves never
+retry: a failure is recorded on the job row.
 """
 
 import dramatiq
 from django.conf import settings
 from django.utils import timezone
 
-from generation.models import Generation, WorkerProbe
+from generation.models import DiffusionModel, Generation, WorkerProbe
+from generation.queue import announce_positions, claim_next_job
+from generation.runner import execute_generation
 from generation.workers import worker_identity
 
 
@@ -27,9 +30,6 @@ def run_generation(job_id: int) -> None:
     model is next in the fair order; one message still means one job run, and a
     duplicate message finds nothing left to claim.
     """
-    from generation.runner import execute_generation
-    from generation.services import announce_positions, claim_next_job
-
     model_id = Generation.objects.filter(pk=job_id).values_list("model_id", flat=True).first()
     if model_id is None:
         return
@@ -39,6 +39,15 @@ def run_generation(job_id: int) -> None:
         return
     announce_positions(model_id)
     execute_generation(job, worker)
+
+
+def nudge(job: Generation) -> None:
+    """Send a queue message for the job, on its model's queue."""
+    Generation.objects.filter(pk=job.pk).update(nudged_at=timezone.now())
+    queue = DiffusionModel.objects.values_list("queue_name", flat=True).get(pk=job.model_id) or "default"
+    broker = dramatiq.get_broker()
+    broker.declare_queue(queue)
+    broker.enqueue(run_generation.message(job.pk).copy(queue_name=queue))
 
 
 # Declare the model queues so workers consume them (`rundramatiq --queues` picks a subset).

@@ -1,16 +1,24 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery.models import Image
+from generation.admission import Refusal
+from generation.diffusion import read_png_parameters
 from generation.diffusion.request import GenerationRequest
 from generation.forms import GenerateForm
-from generation.models import DiffusionModel, Generation
-from generation.services import SubmissionError, can_manage, cancel_generation, submit_generation
+from generation.models import DiffusionModel, Generation, WorkerStatus
+from generation.services import can_manage, cancel_generation, submit_generation
 from generation.snapshots import job_snapshot
+
+Status = Generation.Status
 
 
 def wants_json(request) -> bool:
@@ -51,11 +59,8 @@ def generate(request):
     if request.method == "POST":
         form = GenerateForm(request.POST)
         try:
-            model = DiffusionModel.objects.filter(enabled=True, slug=request.POST.get("model", "")).first()
-            if model is None:
-                raise SubmissionError({"model": "choose one of the installed models"})
-            job = submit_generation(request.user, form.request_fields(), model=model)
-        except SubmissionError as error:
+            job = submit_generation(request.user, {**form.request_fields(), "model": request.POST.get("model", "")})
+        except Refusal as error:
             if wants_json(request):
                 return JsonResponse({"errors": error.errors}, status=error.status)
             add_errors(form, error.errors)
@@ -106,8 +111,6 @@ MAX_IMPORT_BYTES = 20 * 1024 * 1024
 @require_POST
 def import_png(request):
     """PNG-info: read the generation parameters from an ldmsite or A1111 PNG to fill the form."""
-    from generation.diffusion import read_png_parameters
-
     upload = request.FILES.get("file")
     if upload is None:
         return JsonResponse({"errors": {"file": "choose a PNG file"}}, status=400)
@@ -125,20 +128,13 @@ def import_png(request):
 @login_required
 def workers(request):
     """Staff: live workers, the queues and models they serve, what they are running."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
-    from generation.models import WorkerStatus
-
     if not request.user.is_staff:
         raise Http404
     alive_after = timezone.now() - timedelta(seconds=settings.LDM_HEARTBEAT_TIMEOUT_SECONDS)
     statuses = list(WorkerStatus.objects.all())
     for status in statuses:
         status.alive = status.heartbeat_at >= alive_after
-    queued = {row["model__name"]: row["n"] for row in Generation.objects.filter(status="queued")
+    queued = {row["model__name"]: row["n"] for row in Generation.objects.filter(status=Status.QUEUED)
               .values("model__name").annotate(n=Count("pk"))}
     return render(request, "generation/workers.html", {"statuses": statuses, "queued": queued,
-                                                       "running": Generation.objects.filter(status="running").count()})
+                                                       "running": Generation.objects.filter(status=Status.RUNNING).count()})

@@ -1,20 +1,41 @@
-"""Where workers run, how they name themselves, and the recovery loop."""
+"""Where workers run and what each keeps: its name, its resident models, its status row.
+
+In embedded mode workers are threads of the server process (`start_embedded_worker`); in
+scale-out mode they are `manage.py rundramatiq` processes. Either way each process keeps one
+model cache, so a model is loaded once per worker, not once per job.
+"""
 
 import atexit
 import logging
 import os
 import socket
 import threading
+from pathlib import Path
 
 import dramatiq
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
 from dramatiq.middleware import Middleware
 
+from generation import diffusion  # the ML core loads torch on first use of a model class (PEP 562)
+
 logger = logging.getLogger(__name__)
+
+# Jobs running in this process, by thread, for the worker status page.
+RUNNING_JOBS: dict[str, int] = {}
+
+_cache = None
+_cache_lock = threading.Lock()
 
 
 def worker_identity() -> str:
     """host:pid/thread — unique among live workers, readable in the admin."""
     return f"{socket.gethostname()}:{os.getpid()}/{threading.current_thread().name}"
+
+
+def process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def start_embedded_worker(threads: int) -> dramatiq.Worker:
@@ -30,61 +51,57 @@ def start_embedded_worker(threads: int) -> dramatiq.Worker:
     return worker
 
 
-def start_recovery_loop(interval: float) -> threading.Thread:
-    """Recover lost and stuck jobs now and then every `interval` seconds (web process)."""
-    from django.db import close_old_connections
+# --- The resident model cache ---------------------------------------------------------------------
 
-    from generation.services import recover_jobs
-
-    def loop():
-        first = True
-        stop = threading.Event()
-        while True:
-            try:
-                report = recover_jobs(on_startup=first)
-                if report.renudged or report.retried or report.failed:
-                    logger.info("Job recovery: %s", report)
-                first = False
-            except Exception:
-                logger.exception("Job recovery failed; trying again later")
-            finally:
-                close_old_connections()
-            stop.wait(interval)
-
-    thread = threading.Thread(target=loop, name="job-recovery", daemon=True)
-    thread.start()
-    return thread
+def model_cache():
+    """This process's resident models: each is loaded once and kept (LRU under a memory budget)."""
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = diffusion.ModelCache(max_bytes=settings.LDM_MODEL_CACHE_BYTES)
+        return _cache
 
 
-# Jobs running in this process, by thread, for the worker status page.
-RUNNING_JOBS: dict[str, int] = {}
+def resolve_source(source: str) -> str:
+    """Relative model paths (the built-in model) are relative to the repository."""
+    path = Path(source)
+    if not path.is_absolute() and (settings.BASE_DIR / path).exists():
+        return str(settings.BASE_DIR / path)
+    return source
 
 
-def process_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def load_for_job(model):
+    """The loaded pipeline of a registered `DiffusionModel`, from this process's cache."""
+    clip_source = model.clip_source or None
+    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source)
 
+
+# --- The status row of a worker process ------------------------------------------------------------
 
 class WorkerStatusMiddleware(Middleware):
-    """Keeps a `WorkerStatus` row per worker process fresh while it runs (staff workers page)."""
+    """Keeps a `WorkerStatus` row per worker process fresh while it runs (staff workers page).
+
+    django_dramatiq loads broker middleware while Django is still loading apps, before models
+    can be imported; so this class imports the model only once a worker boots.
+    """
 
     def __init__(self):
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker, worker):
-        from django.conf import settings
-
         self._stop.clear()
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
-        thread = threading.Thread(target=self._report, args=(queues, settings.LDM_HEARTBEAT_SECONDS),
-                                  name="worker-status", daemon=True)
-        thread.start()
+        self._thread = threading.Thread(target=self._report, args=(queues, settings.LDM_HEARTBEAT_SECONDS),
+                                        name="worker-status", daemon=True)
+        self._thread.start()
 
     def before_worker_shutdown(self, broker, worker):
-        from django.db import close_old_connections
-
-        from generation.models import WorkerStatus
+        from generation.models import WorkerStatus  # see the class docstring
 
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         try:
             WorkerStatus.objects.filter(identity=process_identity()).delete()
         except Exception:
@@ -93,11 +110,7 @@ class WorkerStatusMiddleware(Middleware):
             close_old_connections()
 
     def _report(self, queues, interval):
-        from django.db import close_old_connections
-        from django.utils import timezone
-
-        from generation.models import WorkerStatus
-        from generation.runner import model_cache
+        from generation.models import WorkerStatus  # see the class docstring
 
         started = timezone.now()
         while not self._stop.is_set():

@@ -11,7 +11,8 @@ django_asgi_app = get_asgi_application()  # sets Django up before the imports be
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from generation.workers import start_embedded_worker, start_recovery_loop  # noqa: E402
+from generation.recovery import start_recovery_loop  # noqa: E402  (imports the actors, generation.tasks)
+from generation.workers import start_embedded_worker  # noqa: E402
 from ldmsite.websockets import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -215,25 +215,25 @@ LOGGING = {
     },
 }
 
-# --- REST API (see ldmsite/api_urls.py and docs/API.md) ------------------------
+# --- REST API (see the ldmsite/api/ package and docs/API.md) ------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "ldmsite.accounts.authentication.BearerTokenAuthentication",
+        "ldmsite.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",  # the browser, with CSRF
     ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
-        "ldmsite.accounts.authentication.TokenScopePermission",
+        "ldmsite.api.authentication.TokenScopePermission",
     ],
     "DEFAULT_THROTTLE_CLASSES": [
-        "ldmsite.api_throttling.PersonRateThrottle",
-        "ldmsite.api_throttling.GenerationRateThrottle",
+        "ldmsite.api.throttles.PersonRateThrottle",
+        "ldmsite.api.throttles.GenerationRateThrottle",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "ldmsite.api_throttling.NewestFirstPagination",
-    "EXCEPTION_HANDLER": "ldmsite.api_throttling.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "ldmsite.api.pagination.NewestFirstPagination",
+    "EXCEPTION_HANDLER": "ldmsite.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -247,7 +247,7 @@ SPECTACULAR_SETTINGS = {
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "ldmsite.api_urls.add_error_responses",
+        "ldmsite.api.schema.add_error_responses",
     ],
     "TAGS": [
         {"name": "account", "description": "You and your limits"},
@@ -262,7 +262,7 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# API limits (see ldmsite/api_throttling.py) and the A1111-compatible API (generation/a1111.py).
+# API limits (ldmsite/api/throttles.py, generation/admission.py) and the A1111 API (generation/a1111.py).
 LDM_API_RATE = CONFIG["LDM_API_RATE"]
 LDM_API_GENERATE_RATE = CONFIG["LDM_API_GENERATE_RATE"]
 LDM_DAILY_IMAGE_QUOTA = CONFIG["LDM_DAILY_IMAGE_QUOTA"]

@@ -12,7 +12,7 @@ urlpatterns = [
     path("accounts/", include("ldmsite.accounts.urls")),
     path("", include("generation.urls")),
     path("", include("gallery.urls")),
-    path("", include("ldmsite.api_urls")),
+    path("", include("ldmsite.api.urls")),
     path("moderation/", include("gallery.moderation_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -5,10 +5,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from dramatiq.worker import ConsumerThread, WorkerThread
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -19,6 +21,37 @@ ARTIFACTS = REPO / "test-artifacts"
 def media_in_tmp(settings, tmp_path):
     """Files written by a test land in its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+# Threads of this process that write to the database: Dramatiq's worker and consumer threads,
+# a worker's status reporter (WorkerStatusMiddleware), a running job's heartbeat, the recovery loop.
+DATABASE_THREAD_NAMES = ("worker-status", "heartbeat-", "job-recovery")
+
+
+def database_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.is_alive() and (
+        isinstance(thread, (WorkerThread, ConsumerThread)) or thread.name.startswith(DATABASE_THREAD_NAMES))]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, and a check before it is removed: no thread a test started
+    still uses it. A leftover thread would write to a database that is gone and fill the end of
+    the run with tracebacks, so it fails the run here, naming the threads."""
+    yield
+    threads = database_threads()
+    # A Dramatiq worker nobody stopped: stop its threads (they end within their poll timeout),
+    # and report it even if they do end.
+    leaked_workers = [thread for thread in threads if isinstance(thread, (WorkerThread, ConsumerThread))]
+    for thread in leaked_workers:
+        thread.stop()
+    deadline = time.monotonic() + 15
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    leftovers = sorted({thread.name for thread in threads if thread.is_alive() or thread in leaked_workers})
+    assert not leftovers, (f"threads still running when the test database is removed: {leftovers}; stop and "
+                           f"join them in the test or fixture that started them (tests/generation/conftest.py: "
+                           f"stop_worker)")
 
 
 def free_port() -> int:

@@ -11,7 +11,8 @@ Public API (see docs/PERFORMANCE.md and the module docstrings for details)::
     result = generate(model, request, on_progress=..., should_cancel=...)
     write_png(result.images[0], result.metadata[0], result.parameters[0], "out.png")
 
-The request, sampler-name and PNG-metadata parts import neither torch nor diffusers, so the web
+The request, sampler-name and PNG-metadata parts (with a model's limits, the reading of a model
+directory's own defaults file and ``ModelLoadError``) import neither torch nor diffusers, so the web
 process can validate input cheaply; everything else is imported on first use (PEP 562).
 """
 
@@ -21,8 +22,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .pngmeta import format_parameters, parse_parameters, read_png_metadata, read_png_parameters, write_png
-from .request import (MAX_PROMPT_CHARS, MAX_SEED, REQUEST_FIELDS, GenerationRequest, ModelLimits,
-                      RequestValidationError, validate_request)
+from .request import (MAX_PROMPT_CHARS, MAX_SEED, MODEL_DEFAULTS_FILE, REQUEST_FIELDS, GenerationRequest,
+                      ModelDefaultsError, ModelLimits, ModelLoadError, RequestValidationError, read_model_defaults,
+                      validate_request)
 from .samplers import DPMPP_SDE_AVAILABLE, SAMPLER_ALIASES, SAMPLERS, build_scheduler, resolve_sampler
 
 _LAZY = {
@@ -37,7 +39,6 @@ _LAZY = {
     # loading and caching
     "load_pipeline": "loading",
     "LoadedModel": "loading",
-    "ModelLoadError": "loading",
     "directory_content_hash": "loading",
     "ModelCache": "cache",
     # precision
@@ -57,7 +58,8 @@ _LAZY = {
 
 __all__ = [
     "GenerationRequest", "ModelLimits", "RequestValidationError", "validate_request", "REQUEST_FIELDS",
-    "MAX_PROMPT_CHARS", "MAX_SEED",
+    "MAX_PROMPT_CHARS", "MAX_SEED", "ModelLoadError", "ModelDefaultsError", "MODEL_DEFAULTS_FILE",
+    "read_model_defaults",
     "SAMPLERS", "SAMPLER_ALIASES", "DPMPP_SDE_AVAILABLE", "resolve_sampler", "build_scheduler",
     "write_png", "read_png_parameters", "read_png_metadata", "format_parameters", "parse_parameters",
     *_LAZY,
@@ -81,6 +83,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .clip import ClipBundle, clip_score, clip_scores, spherical_dist_loss
     from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
                          guided_step_indices, library_versions)
-    from .loading import LoadedModel, ModelLoadError, directory_content_hash, load_pipeline
+    from .loading import LoadedModel, directory_content_hash, load_pipeline
     from .precision import DevicePrecision, choose_device_and_dtype, cpu_has_fast_bf16
     from .preview import LatentPreview, fit_latent_preview, latents_to_preview

@@ -1,5 +1,10 @@
 """Generation: a validated request + a loaded model -> images, seeds, CLIP scores, metadata.
 
+:func:`generate` is four named steps, in the manner of a diffusers pipeline's ``__call__``:
+:func:`check_inputs` (refuse what the model cannot do), :func:`prepare` (scheduler, pipeline
+object, generators, guidance wrappers, preview projection), :func:`run` (the denoising call
+with its step callbacks) and :func:`describe` (CLIP scores, timings, metadata, PNG parameters).
+
 The denoising loop is the pipeline's own ``__call__``; the engine adds to it only through the
 two hooks diffusers offers, so that with CLIP guidance and autoguidance off its pixels are exactly
 those of a plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
@@ -275,6 +280,34 @@ def job_pipeline(pipeline, scheduler, unet=None):
     return job
 
 
+@dataclass
+class _Clock:
+    """When a job's phases happened (``time.perf_counter`` seconds) and what its hooks cost."""
+
+    started: float
+    call_started: float = 0.0  # the diffusers call began
+    finished: float = 0.0  # it returned the images
+    first_step_end: float | None = None
+    last_step_end: float | None = None
+    callbacks: float = 0.0  # all of callback_on_step_end
+    caller: float = 0.0  # the caller's own callbacks (cancel check, progress), previews excluded
+    preview: float = 0.0  # the previews that were looked at
+    previews: int = 0
+
+
+@dataclass
+class _Job:
+    """One run as :func:`prepare` sets it up."""
+
+    scheduler: Any  # this job's own scheduler (never the model's)
+    pipe: Any  # this job's pipeline object over the model's weights
+    generators: list[torch.Generator]  # image k: seed + k
+    guidance: _ClipGuidance | None
+    preview: LatentPreview | None  # the projection, when someone watches progress
+    observer: _StepObserver
+    clock: _Clock
+
+
 def generate(model: LoadedModel, request: GenerationRequest, *,
              on_progress: Callable[[StepProgress], None] | None = None,
              should_cancel: Callable[[], bool] | None = None,
@@ -287,16 +320,33 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     :class:`GenerationCancelled` is raised. ``preview_size`` bounds the preview's longer side
     (``None``: latent resolution, e.g. 64x64 for a 512x512 SD image).
     """
-    started = time.perf_counter()
+    clock = _Clock(started=time.perf_counter())
+    check_inputs(model, request)
+    if should_cancel is not None and should_cancel():
+        raise GenerationCancelled(0, request.steps)
+    job = prepare(model, request, clock, watched=on_progress is not None)
+    images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
+    return describe(model, request, job, images)
+
+
+def check_inputs(model: LoadedModel, request: GenerationRequest) -> None:
+    """Refuse what the model cannot do (``ValueError``), even for a request validated against
+    another model's limits."""
     if request.clip_guidance and model.clip is None:
         raise ValueError(f"model {model.name} has no CLIP model configured; CLIP guidance needs one")
     if request.autoguidance_scale > 0 and model.guide_unet is None:
         raise ValueError(f"model {model.name} has no guide UNet (guide_unet/); autoguidance needs one")
-    if should_cancel is not None and should_cancel():
-        raise GenerationCancelled(0, request.steps)
 
-    spec = SAMPLERS[request.sampler]
-    scheduler = spec.build(model.scheduler_config)
+
+def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, watched: bool) -> _Job:
+    """This job's scheduler, its pipeline object (with the autoguidance wrapper in place of the
+    UNet when asked), the per-image generators, CLIP guidance and -- when someone ``watched``
+    the steps -- the preview projection.
+
+    Prompt embeddings are left to the pipeline's own ``__call__`` (SDXL's pooled and size
+    conditioning included), which keeps the result exactly that of plain diffusers.
+    """
+    scheduler = SAMPLERS[request.sampler].build(model.scheduler_config)
     unet = None
     if request.autoguidance_scale > 0:
         unet = AutoguidedUNet(model.pipeline.unet, model.guide_unet, request.autoguidance_scale,
@@ -304,29 +354,57 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     pipe = job_pipeline(model.pipeline, scheduler, unet)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
     guidance = _ClipGuidance(model, request) if request.clip_guidance else None
-    preview: LatentPreview | None = model.latent_preview() if on_progress is not None else None
+    preview = model.latent_preview() if watched else None
     observer = _StepObserver(scheduler, track=preview is not None, guidance=guidance)
+    return _Job(scheduler=scheduler, pipe=pipe, generators=generators, guidance=guidance, preview=preview,
+                observer=observer, clock=clock)
 
-    clock = {"preview": 0.0, "previews": 0, "callbacks": 0.0, "caller": 0.0, "last_step_end": None,
-             "first_step_end": None}
-    call_started = time.perf_counter()
+
+def run(job: _Job, request: GenerationRequest, *, on_progress: Callable[[StepProgress], None] | None,
+        should_cancel: Callable[[], bool] | None, preview_size: int | None) -> list[Image.Image]:
+    """The denoising: the pipeline's own ``__call__``, with the cancel check and progress after
+    every step (``callback_on_step_end``); returns the decoded images."""
+    clock = job.clock
+    step_end = _step_end_callback(job, on_progress, should_cancel, preview_size)
+    clock.call_started = time.perf_counter()
+    output = job.pipe(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        height=request.height,
+        width=request.width,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        num_images_per_prompt=request.num_images,
+        eta=request.eta,
+        generator=job.generators,
+        output_type="pil",
+        callback_on_step_end=step_end,
+    )
+    clock.finished = time.perf_counter()
+    return list(output.images)
+
+
+def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | None,
+                       should_cancel: Callable[[], bool] | None, preview_size: int | None):
+    """The pipeline's ``callback_on_step_end``: cancel check, then progress with a lazy preview."""
+    clock, observer = job.clock, job.observer
 
     def on_step_end(pipeline, index, timestep, tensors):
         now = time.perf_counter()
         try:
             return step_end(pipeline, index, now, tensors)
         finally:
-            clock["callbacks"] += time.perf_counter() - now
+            clock.callbacks += time.perf_counter() - now
 
     def step_end(pipeline, index, now, tensors):
         total = pipeline.num_timesteps
-        if clock["first_step_end"] is None:
-            clock["first_step_end"] = now
-        clock["last_step_end"] = now
+        if clock.first_step_end is None:
+            clock.first_step_end = now
+        clock.last_step_end = now
         if should_cancel is not None:
             asked = time.perf_counter()
             cancel = should_cancel()
-            clock["caller"] += time.perf_counter() - asked
+            clock.caller += time.perf_counter() - asked
             if cancel:
                 raise GenerationCancelled(index + 1, total)
         if on_progress is not None:
@@ -336,83 +414,69 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
             def make_preview():
                 preview_started = time.perf_counter()
                 x0 = observer.x0(last)
-                image = latents_to_preview(preview, x0 if x0 is not None else latents, preview_size)
-                clock["preview"] += time.perf_counter() - preview_started
-                clock["previews"] += 1
+                image = latents_to_preview(job.preview, x0 if x0 is not None else latents, preview_size)
+                clock.preview += time.perf_counter() - preview_started
+                clock.previews += 1
                 return image
 
             done = index + 1
-            eta = (now - call_started) / done * (total - done)
+            eta = (now - clock.call_started) / done * (total - done)
             handed_over = time.perf_counter()
-            previews_before = clock["preview"]
-            on_progress(StepProgress(step=done, total=total, elapsed=now - started, eta_seconds=eta,
+            previews_before = clock.preview
+            on_progress(StepProgress(step=done, total=total, elapsed=now - clock.started, eta_seconds=eta,
                                      preview=make_preview))
             # The caller's own work (publishing, database writes) is not engine time; the
             # previews it asked for are counted under "preview".
-            clock["caller"] += time.perf_counter() - handed_over - (clock["preview"] - previews_before)
+            clock.caller += time.perf_counter() - handed_over - (clock.preview - previews_before)
         return {}
 
-    output = pipe(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        height=request.height,
-        width=request.width,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance_scale,
-        num_images_per_prompt=request.num_images,
-        eta=request.eta,
-        generator=generators,
-        output_type="pil",
-        callback_on_step_end=on_step_end,
-    )
-    finished = time.perf_counter()
-    images = list(output.images)
+    return on_step_end
 
+
+def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: list[Image.Image]) -> GenerationResult:
+    """The result: CLIP scores, timings, one metadata record and one A1111 infotext per image."""
+    clock = job.clock
     scores = None
     score_started = time.perf_counter()
     if model.clip is not None:
         scores = clip_scores(model.clip, images, request.prompt)
     score_seconds = time.perf_counter() - score_started
 
-    last_step_end = clock["last_step_end"] or finished
+    last_step_end = clock.last_step_end or clock.finished
     timings = {
-        "setup": round(call_started - started, 6),
-        "denoise": round(last_step_end - call_started, 6),  # includes the text encoder
-        "decode": round(finished - last_step_end, 6),  # VAE decode and conversion to PIL
-        "preview": round(clock["preview"], 6),  # all previews that were looked at
-        "preview_count": clock["previews"],
-        "clip_guidance": round(observer.guidance_seconds, 6),
+        "setup": round(clock.call_started - clock.started, 6),
+        "denoise": round(last_step_end - clock.call_started, 6),  # includes the text encoder
+        "decode": round(clock.finished - last_step_end, 6),  # VAE decode and conversion to PIL
+        "preview": round(clock.preview, 6),  # all previews that were looked at
+        "preview_count": clock.previews,
+        "clip_guidance": round(job.observer.guidance_seconds, 6),
         "clip_score": round(score_seconds, 6),
         # The engine's own work around the diffusers call: job setup, step hooks (cancel check,
         # progress, x0 bookkeeping), metadata. Not the caller's callbacks, previews or CLIP.
-        "engine_overhead": (call_started - started) + clock["callbacks"] - clock["caller"] - clock["preview"]
-        + observer.bookkeeping_seconds,
+        "engine_overhead": (clock.call_started - clock.started) + clock.callbacks - clock.caller - clock.preview
+        + job.observer.bookkeeping_seconds,
         "total": 0.0,
     }
     wrapping_up = time.perf_counter()
-    versions = library_versions()
-    scheduler_info = {"class": type(scheduler).__name__,
-                      "config": _jsonable({k: v for k, v in scheduler.config.items()})}
-    model_info = model.describe()
     common = {
-        "model": model_info,
-        "scheduler": scheduler_info,
-        "versions": versions,
+        "model": model.describe(),
+        "scheduler": {"class": type(job.scheduler).__name__,
+                      "config": _jsonable({k: v for k, v in job.scheduler.config.items()})},
+        "versions": library_versions(),
         **model.precision.to_dict(),
         "rng": "torch.Generator('cpu') per image, seeded seed + image_index",
         "timings": timings,
-        "clip_guided_steps": list(guidance.done) if guidance else [],
-        "preview_projection": preview.source if preview is not None else None,
+        "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
+        "preview_projection": job.preview.source if job.preview is not None else None,
     }
     metadata, parameters = [], []
     fields = request.to_dict()
     for index, seed in enumerate(request.seeds):
-        record = {**fields, "seed": seed, "job_seed": request.seed, "image_index": index,
-                  "clip_score": scores[index] if scores else None, **common}
-        metadata.append(record)
+        metadata.append({**fields, "seed": seed, "job_seed": request.seed, "image_index": index,
+                         "clip_score": scores[index] if scores else None, **common})
         parameters.append(format_parameters(fields, seed=seed, model_name=model.name, model_hash=model.short_hash,
                                             extra={"Version": f"ldmsite-engine {ENGINE_VERSION}"}))
     timings["engine_overhead"] = round(timings["engine_overhead"] + time.perf_counter() - wrapping_up, 6)
-    timings["total"] = round(time.perf_counter() - started, 6)  # the dict is shared by every metadata record
+    timings["total"] = round(time.perf_counter() - clock.started, 6)  # the dict is shared by every metadata record
     return GenerationResult(images=images, seeds=request.seeds, clip_scores=scores, metadata=metadata,
                             parameters=parameters, timings=timings)

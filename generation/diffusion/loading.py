@@ -14,6 +14,10 @@ Conventions of a model directory that are picked up automatically:
   :mod:`.autoguidance`);
 - ``latent_preview.json``: ``{"matrix": [[r, g, b] x latent_channels], "bias": [r, g, b]}``,
   the latent -> RGB preview projection (see :mod:`.preview`).
+- ``ldmsite_defaults.json``: the model's own defaults for a request's left-out fields (sampler,
+  guidance and autoguidance scales, steps, size) and its maximum size and steps, read into
+  ``LoadedModel.limits`` (see :func:`.request.read_model_defaults`); without it the defaults are
+  ldmsite's general ones at the UNet's native size.
 
 Every failure to find or read a model becomes :class:`ModelLoadError`, whose message names the
 source and says what to do.
@@ -37,21 +41,17 @@ from .autoguidance import guide_unet_path, load_guide_unet
 from .clip import CLIP_MEAN, CLIP_STD, ClipBundle
 from .precision import DevicePrecision, choose_device_and_dtype, dtype_name
 from .preview import PREVIEW_FILE_NAME, LatentPreview, fitted_latent_preview, known_latent_preview
-from .request import ModelLimits
+from .request import (MODEL_DEFAULTS_FILE, ModelDefaultsError, ModelLimits, ModelLoadError,
+                      limits_with_model_defaults, read_model_defaults)
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 CLIP_SUBFOLDER = "clip"
 _NOT_HASHED_FOLDERS = {"safety_checker", "feature_extractor", ".git", ".cache", ".huggingface"}
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message names the source and what to do about it."""
-
-    def __init__(self, source: str, message: str):
-        self.source = source
-        super().__init__(message)
+# Defaults decide what a request that leaves fields out asks for, never what a given request
+# makes, so tuning them keeps the hash (and the "Model hash" of every earlier image).
+_NOT_HASHED_ROOT_FILES = {MODEL_DEFAULTS_FILE}
 
 
 @dataclass(eq=False)
@@ -157,7 +157,8 @@ def _file_sha256(path: Path) -> str:
 def directory_content_hash(path: str | Path) -> str:
     """sha256 over every file (relative path and content) that determines the model's output.
 
-    Safety checker, feature extractor and VCS folders are left out. File digests are memoised
+    Safety checker, feature extractor and VCS folders and the defaults file
+    (``ldmsite_defaults.json``) are left out. File digests are memoised
     by (path, size, mtime), so reloading an evicted model does not re-read gigabytes.
     """
     root = Path(path)
@@ -166,7 +167,7 @@ def directory_content_hash(path: str | Path) -> str:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if d not in _NOT_HASHED_FOLDERS and not d.startswith("."))
         for filename in filenames:
-            if filename.startswith("."):
+            if filename.startswith(".") or (dirpath == str(root) and filename in _NOT_HASHED_ROOT_FILES):
                 continue
             files.append(Path(dirpath) / filename)
     for file in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
@@ -283,13 +284,15 @@ def _load_clip(source: str, clip_source: str, pipeline, device, dtype, local_fil
                       mean=mean, std=std, name=str(clip_source))
 
 
-def _limits(pipeline, has_clip: bool, has_guide_unet: bool) -> ModelLimits:
+def _limits(pipeline, has_clip: bool, has_guide_unet: bool, stated: dict, path: Path) -> ModelLimits:
+    """The UNet's native size as the default (up to twice it, at least 1024, as the maximum),
+    then what the directory's defaults file states."""
     native = int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
-    return ModelLimits(
+    derived = ModelLimits.for_model(
+        has_clip=has_clip, has_guide_unet=has_guide_unet, default_width=native, default_height=native,
         max_width=max(2 * native, 1024), max_height=max(2 * native, 1024),
-        min_width=min(64, native), min_height=min(64, native),
-        default_width=native, default_height=native, has_clip=has_clip, has_guide_unet=has_guide_unet,
     )
+    return limits_with_model_defaults(derived, stated, path)
 
 
 def _quiet_loading() -> None:
@@ -326,6 +329,11 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
     _quiet_loading()
     path, revision = _resolve_source(source, local_files_only)
     pipeline_class, index = _pipeline_class(source, path)
+    try:  # before the weights: a malformed defaults file fails fast
+        stated = read_model_defaults(path)
+    except ModelDefaultsError as error:
+        error.source = source
+        raise
     extra: dict[str, Any] = {}
     if "safety_checker" in index:
         extra.update(safety_checker=None, requires_safety_checker=False)
@@ -371,6 +379,11 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
     if preview is None:
         preview = known_latent_preview(family, pipeline.vae.config)
 
+    try:
+        limits = _limits(pipeline, clip is not None, guide is not None, stated, path)
+    except ModelDefaultsError as error:
+        error.source = source
+        raise
     name = path.resolve().name if Path(source).expanduser().is_dir() else source
     return LoadedModel(
         pipeline=pipeline,
@@ -383,7 +396,7 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         revision=revision,
         clip=clip,
         scheduler_config=dict(pipeline.scheduler.config),
-        limits=_limits(pipeline, clip is not None, guide is not None),
+        limits=limits,
         load_seconds=time.perf_counter() - started,
         preview_factors=preview,
         guide_unet=guide,

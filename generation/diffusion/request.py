@@ -3,15 +3,20 @@
 ``validate_request`` turns raw input -- a JSON body, an HTML form's strings, CLI options, or
 fields read back from a PNG -- into a frozen :class:`GenerationRequest`, or raises
 :class:`RequestValidationError` whose ``errors`` maps each bad field to a message that names
-the allowed range. Nothing here imports torch, so the web process can validate cheaply.
+the allowed range. What a request may ask of a model, and what it gets when it leaves a field
+out, is the model's :class:`ModelLimits`; a model directory states its own defaults in
+``ldmsite_defaults.json`` (:func:`read_model_defaults`). Nothing here imports torch, so the web
+process can validate (and the registry read a model's defaults) cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from .samplers import SAMPLERS, resolve_sampler
@@ -33,9 +38,49 @@ class RequestValidationError(ValueError):
         super().__init__("; ".join(f"{name}: {message}" for name, message in self.errors.items()))
 
 
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the source and what to do about it.
+
+    Defined here, beside the model's limits, so the web process can catch it without torch."""
+
+    def __init__(self, source: str, message: str):
+        self.source = source
+        super().__init__(message)
+
+
+class ModelDefaultsError(ModelLoadError):
+    """A model directory's ``ldmsite_defaults.json`` is malformed; ``path`` is the file and ``key``
+    the offending key (``None`` when the file as a whole is unreadable)."""
+
+    def __init__(self, path: str | Path, key: str | None, problem: str):
+        self.path = Path(path)
+        self.key = key
+        where = f"key '{key}' " if key is not None else ""
+        super().__init__(str(self.path.parent), (
+            f"{self.path}: {where}{problem}. Fix or remove the file ({MODEL_DEFAULTS_FILE} states the model's "
+            f"default request fields; allowed keys: {', '.join(MODEL_DEFAULTS_KEYS)})."))
+
+
+# A model directory's own defaults (see read_model_defaults and docs/MODEL.md).
+MODEL_DEFAULTS_FILE = "ldmsite_defaults.json"
+
+# The ModelLimits fields a model states (in its directory's defaults file, or staff in the registry:
+# the DiffusionModel fields of the same names). The rest follows from them or from what the
+# directory holds (clip/, guide_unet/).
+MODEL_DEFAULTS_KEYS: tuple[str, ...] = (
+    "default_width", "default_height", "max_width", "max_height", "default_steps", "max_steps",
+    "default_sampler", "default_guidance_scale", "default_autoguidance_scale",
+)
+
+
 @dataclass(frozen=True)
 class ModelLimits:
-    """What a model accepts, and its defaults. ``LoadedModel.limits`` derives one from the model."""
+    """What a model accepts, and its defaults.
+
+    Build one for a model with :meth:`for_model`: ``LoadedModel.limits`` (the engine and the CLI)
+    and ``DiffusionModel.limits()`` (the site) both do, so the same stated values give the same
+    limits everywhere.
+    """
 
     max_width: int = 2048
     max_height: int = 2048
@@ -52,6 +97,22 @@ class ModelLimits:
     size_multiple: int = 8
     has_clip: bool = True  # False: CLIP guidance is refused at validation time
     has_guide_unet: bool = False  # False: autoguidance is refused at validation time
+
+    @classmethod
+    def for_model(cls, *, has_clip: bool, has_guide_unet: bool, **stated: Any) -> "ModelLimits":
+        """A model's limits from its stated values (keys of ``MODEL_DEFAULTS_KEYS``; the others keep
+        the class defaults) and what it has. Small models (the built-in one works at 64x64) may go
+        below the usual 64 px floor, down to their default size."""
+        unknown = set(stated) - set(MODEL_DEFAULTS_KEYS)
+        if unknown:
+            raise TypeError(f"not a stated model default: {', '.join(sorted(unknown))}")
+        limits = cls(has_clip=has_clip, has_guide_unet=has_guide_unet, **stated)
+        return dataclasses.replace(limits, min_width=min(limits.min_width, limits.default_width),
+                                   min_height=min(limits.min_height, limits.default_height))
+
+    def stated(self) -> dict[str, Any]:
+        """The values a model states (``MODEL_DEFAULTS_KEYS``): what the registry stores for it."""
+        return {key: getattr(self, key) for key in MODEL_DEFAULTS_KEYS}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -286,9 +347,88 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
     return GenerationRequest(**values)
 
 
+# ------------------------------------------------------------------------- a model's own defaults
+
+_SIZE_KEYS = ("default_width", "default_height", "max_width", "max_height")
+_STEP_KEYS = ("default_steps", "max_steps")
+_SCALE_RANGES = {"default_guidance_scale": MAX_GUIDANCE_SCALE, "default_autoguidance_scale": MAX_AUTOGUIDANCE_SCALE}
+_DEFAULT_AND_MAXIMUM = (("default_width", "max_width"), ("default_height", "max_height"),
+                        ("default_steps", "max_steps"))
+
+
+def read_model_defaults(directory: str | Path) -> dict[str, Any]:
+    """The defaults a model directory states in its ``ldmsite_defaults.json``; ``{}`` without one.
+
+    The file is one JSON object whose keys are ``MODEL_DEFAULTS_KEYS`` (any subset), e.g.
+    ``{"default_sampler": "Euler Karras", "default_guidance_scale": 1.5}``; keys starting with
+    ``_`` are comments. Sampler names are returned in their canonical spelling. Anything else --
+    bad JSON, an unknown key, a value of the wrong type or out of range, a default above its
+    stated maximum -- raises :class:`ModelDefaultsError` naming the file and the key.
+    """
+    path = Path(directory) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ModelDefaultsError(path, None, f"is not readable JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ModelDefaultsError(path, None, "must hold one JSON object of key: value pairs")
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue
+        if key not in MODEL_DEFAULTS_KEYS:
+            raise ModelDefaultsError(path, key, "is not a known default")
+        defaults[key] = _stated_value(path, key, value)
+    for default, maximum in _DEFAULT_AND_MAXIMUM:
+        if default in defaults and maximum in defaults and defaults[default] > defaults[maximum]:
+            raise ModelDefaultsError(path, default, f"is {defaults[default]}, above {maximum} ({defaults[maximum]})")
+    return defaults
+
+
+def limits_with_model_defaults(derived: ModelLimits, stated: Mapping[str, Any], directory: str | Path) -> ModelLimits:
+    """``derived`` (what the loader reads off the weights) with ``stated`` (the directory's
+    :func:`read_model_defaults`) on top; a stated value that leaves a default above its maximum
+    is a :class:`ModelDefaultsError`."""
+    limits = ModelLimits.for_model(has_clip=derived.has_clip, has_guide_unet=derived.has_guide_unet,
+                                   **{**derived.stated(), **stated})
+    for default, maximum in _DEFAULT_AND_MAXIMUM:
+        if getattr(limits, default) > getattr(limits, maximum):
+            key = default if default in stated else maximum
+            raise ModelDefaultsError(Path(directory) / MODEL_DEFAULTS_FILE, key, (
+                f"leaves {default} ({getattr(limits, default)}) above {maximum} ({getattr(limits, maximum)})"))
+    return limits
+
+
+def _stated_value(path: Path, key: str, value: Any) -> Any:
+    if key in _SIZE_KEYS or key in _STEP_KEYS:
+        multiple = ModelLimits.size_multiple if key in _SIZE_KEYS else 1
+        allowed = f"a positive multiple of {multiple}" if multiple > 1 else "a positive whole number"
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % multiple:
+            raise ModelDefaultsError(path, key, f"must be {allowed} (got {value!r})")
+        return value
+    if key in _SCALE_RANGES:
+        high = _SCALE_RANGES[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or not 0 <= value <= high):
+            raise ModelDefaultsError(path, key, f"must be a number from 0 to {_fmt(high)} (got {value!r})")
+        return float(value)
+    try:  # default_sampler
+        return resolve_sampler(_as_text(value))
+    except (KeyError, TypeError):
+        raise ModelDefaultsError(path, key, f"must be one of: {', '.join(SAMPLERS)} (got {value!r})") from None
+
+
 __all__ = [
     "GenerationRequest",
     "ModelLimits",
+    "ModelLoadError",
+    "ModelDefaultsError",
+    "MODEL_DEFAULTS_FILE",
+    "MODEL_DEFAULTS_KEYS",
+    "read_model_defaults",
+    "limits_with_model_defaults",
     "RequestValidationError",
     "REQUEST_FIELDS",
     "MAX_PROMPT_CHARS",

@@ -134,13 +134,15 @@ def test_setting_sd_model_checkpoint_chooses_the_model_for_that_tokens_later_req
     assert sdapi.get(f"{sdapi.base}/options").json()["sd_model_checkpoint"] == "other"
     job = sdapi.post(f"{sdapi.base}/txt2img", json={"prompt": "a red circle", "steps": 2}).json()["job"]
     assert job["model"] == "other"
+    assert Generation.objects.get(pk=job["id"]).model == other, "the job runs on the chosen model"
 
     second = requests.Session()
     second.auth = ("anything", make_token(alice, ("read", "generate")))
     assert second.get(f"{sdapi.base}/options").json()["sd_model_checkpoint"] == "tiny", "per token"
     refused = sdapi.post(f"{sdapi.base}/options", json={"sd_model_checkpoint": "missing"})
     assert refused.status_code == 422 and "sd_model_checkpoint" in refused.json()["detail"][0]["loc"]
-    assert other.pk
+    assert sdapi.get(f"{sdapi.base}/options").json()["sd_model_checkpoint"] == "other", \
+        "a refused choice leaves the earlier one in place"
 
 
 def test_progress_reports_my_current_job_and_interrupt_cancels_it(sdapi, live_server, alice):

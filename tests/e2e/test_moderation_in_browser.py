@@ -14,11 +14,12 @@ FINE = "a calm green meadow under a blue sky"
 MAKE_STAFF = ("from django.contrib.auth.models import User; "
               "User.objects.create_user('{name}', '{name}@example.com', '{password}', is_staff=True)")
 
-# Images made the way workers make them (gallery.services.store_generated_image), so no model runs.
+# Images made the way workers make them (generation.outputs.store_generated_image), so no model runs.
 PUBLISH_IMAGES = """
 from django.contrib.auth.models import User
 from PIL import Image as Picture
-from gallery.services import set_image_visibility, store_generated_image
+from gallery.services import set_image_visibility
+from generation.outputs import store_generated_image
 from generation.diffusion import format_parameters
 from generation.diffusion.request import validate_request
 from generation.models import DiffusionModel, Generation

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from PIL import Image as PILImage
 
-from gallery.services import store_generated_image
+from generation.outputs import store_generated_image
 from generation.diffusion import format_parameters
 from generation.diffusion.request import validate_request
 from generation.models import DiffusionModel, Generation

@@ -13,6 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from gallery import services
 from gallery.models import Album, Image, Like, Report
+from generation.admission import Refusal
 from generation.diffusion import read_png_parameters
 
 
@@ -182,10 +183,10 @@ def test_one_open_report_per_person_per_image(people, make_image):
     client.post(reverse("gallery:report", args=[image.pk]), {"reason": "spam", "text": "ads"})
     client.post(reverse("gallery:report", args=[image.pk]), {"reason": "spam"})
     assert Report.objects.filter(image=image, reporter=people["other"]).count() == 1
-    with pytest.raises(services.GalleryError) as error:
+    with pytest.raises(Refusal) as error:
         services.report_image(people["other"], image, "spam")
     assert error.value.status == 409
-    with pytest.raises(services.GalleryError):
+    with pytest.raises(Refusal):
         services.report_image(people["staff"], image, "not-a-reason")
 
 

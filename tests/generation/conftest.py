@@ -1,6 +1,9 @@
 """Fixtures for job tests: a tiny seeded model registered in the database, people, and a real
 Dramatiq worker (threads) consuming the in-memory broker."""
 
+import threading
+import time
+
 import dramatiq
 import pytest
 from django.contrib.auth import get_user_model
@@ -55,7 +58,27 @@ def worker(broker):
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     yield worker
-    worker.stop()
+    stop_worker(worker)
+
+
+# Threads a worker starts besides Dramatiq's own: the status reporter (WorkerStatusMiddleware)
+# and a running job's heartbeat. Both write to the database.
+WORKER_SIDE_THREADS = ("worker-status", "heartbeat-")
+
+
+def stop_worker(worker: dramatiq.Worker, timeout_s: float = 60) -> None:
+    """Stop a Dramatiq worker and wait, up to `timeout_s`, until every thread it started has ended.
+
+    A thread left running would go on writing to the test database after the test (or the
+    session) has removed it."""
+    deadline = time.monotonic() + timeout_s
+    worker.stop(timeout=int(timeout_s * 1000))
+    threads = [*worker.workers, *worker.consumers.values()]
+    threads += [t for t in threading.enumerate() if t.name.startswith(WORKER_SIDE_THREADS)]
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    still_running = [thread.name for thread in threads if thread.is_alive()]
+    assert not still_running, f"worker threads still running {timeout_s:.0f} s after stop: {still_running}"
 
 
 def run_queue(broker, worker, timeout_ms: int = 120_000) -> None:

@@ -9,10 +9,10 @@ from PIL import Image as PILImage
 from gallery.models import Image
 from generation import events
 from generation.models import Generation
-from generation.services import (
-    SubmissionError, cancel_generation, claim_next_job, fair_order, queue_position, recover_jobs,
-    submit_generation,
-)
+from generation.admission import Refusal
+from generation.queue import claim_next_job, fair_order, queue_position
+from generation.recovery import recover_jobs
+from generation.services import cancel_generation, submit_generation
 from generation.tasks import run_generation
 from tests.generation.conftest import run_queue
 
@@ -37,7 +37,7 @@ def test_submitting_stores_a_queued_job_and_nudges_a_worker_after_commit(
 
 
 def test_an_invalid_request_names_the_field_and_stores_nothing(tiny_model, alice):
-    with pytest.raises(SubmissionError) as error:
+    with pytest.raises(Refusal) as error:
         submit(alice, width=65, steps=0)
     assert set(error.value.errors) == {"width", "steps"}
     assert "multiple of 8" in error.value.errors["width"]
@@ -53,7 +53,7 @@ def test_a_person_over_the_active_job_cap_is_refused_with_a_clear_message(tiny_m
     settings.LDM_MAX_ACTIVE_JOBS = 2
     submit(alice)
     submit(alice)
-    with pytest.raises(SubmissionError) as error:
+    with pytest.raises(Refusal) as error:
         submit(alice)
     assert error.value.status == 429
     assert "the limit is 2" in error.value.errors["__all__"]

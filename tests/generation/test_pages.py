@@ -83,8 +83,14 @@ def test_only_the_owner_or_staff_can_see_or_cancel_a_job(client, tiny_model, ali
 def test_the_owner_cancels_a_queued_job_from_its_page(client, tiny_model, alice):
     job = submit_generation(alice, {"prompt": "a red circle"})
     client.force_login(alice)
-    client.post(reverse("generation:cancel", args=[job.pk]))
-    assert "Cancelled" in client.get(job.get_absolute_url()).content.decode()
+    cancel_url = reverse("generation:cancel", args=[job.pk])
+    assert cancel_url in client.get(job.get_absolute_url()).content.decode(), "a queued job offers Cancel"
+    client.post(cancel_url)
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    page = client.get(job.get_absolute_url()).content.decode()
+    assert 'data-testid="job-status">Cancelled<' in page
+    assert cancel_url not in page, "a cancelled job offers no Cancel button"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -97,13 +103,15 @@ def test_my_images_lists_my_outputs_newest_first_and_only_mine(client, tiny_mode
     run_queue(broker, worker)
     client.force_login(alice)
     page = client.get(reverse("gallery:history")).content.decode()
+    image, second_image = Image.objects.get(generation=first), Image.objects.get(generation=second)
+    first_tile, second_tile = f'data-image="{image.pk}"', f'data-image="{second_image.pk}"'
+    assert first_tile in page and second_tile in page, "both of my images are listed"
+    assert page.index(second_tile) < page.index(first_tile), "newest first"
     assert page.index("second picture") < page.index("first picture")
     assert "bobs picture" not in page
-    image = Image.objects.get(generation=first)
     assert client.get(image.file_url()).status_code == 200
     client.force_login(bob)
     assert client.get(image.file_url()).status_code == 404, "a private image is nobody else's"
-    assert second.pk
 
 
 def test_autoguidance_is_refused_by_field_for_a_model_without_a_guide_unet(client, tiny_model, alice):

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from generation.models import Generation, WorkerStatus
 from generation.services import submit_generation
-from tests.generation.conftest import run_queue
+from tests.generation.conftest import run_queue, stop_worker
 
 
 def test_a_models_jobs_go_to_its_own_queue(tiny_model, alice, broker, django_capture_on_commit_callbacks):
@@ -22,23 +22,33 @@ def test_a_models_jobs_go_to_its_own_queue(tiny_model, alice, broker, django_cap
 def test_a_worker_serves_only_its_queues(tiny_model, alice, broker):
     tiny_model.queue_name = "big-gpu"
     tiny_model.save()
+    # The same weights registered a second time, on the default queue: its job finishing shows that
+    # the default-only worker was up and consuming while the big-gpu job sat next to it.
+    on_default_model = type(tiny_model).objects.create(
+        name="Tiny on default", slug="tiny-default", source=tiny_model.source, queue_name="default",
+        default_width=32, default_height=32, max_width=64, max_height=64, default_sampler="Euler")
+    request = {"prompt": "a red circle", "steps": 2, "width": 32, "height": 32}
     default_only = dramatiq.Worker(broker, worker_threads=1, queues={"default"})
     default_only.start()
     try:
-        job = submit_generation(alice, {"prompt": "a red circle", "steps": 2, "width": 32, "height": 32})
-        broker.join("default")
+        job = submit_generation(alice, request)
+        on_default = submit_generation(alice, request, model=on_default_model)
+        broker.join("default", timeout=120_000)
         default_only.join()
+        on_default.refresh_from_db()
+        assert on_default.status == Generation.Status.SUCCEEDED, "the worker ran the job on its own queue"
         job.refresh_from_db()
         assert job.status == Generation.Status.QUEUED, "a worker without the queue leaves the job alone"
+        assert broker.queues["big-gpu"].qsize() == 1, "and does not take its message"
     finally:
-        default_only.stop()
+        stop_worker(default_only)
     serving = dramatiq.Worker(broker, worker_threads=1, queues={"big-gpu"})
     serving.start()
     try:
         broker.join("big-gpu", timeout=120_000)
         serving.join()
     finally:
-        serving.stop()
+        stop_worker(serving)
     job.refresh_from_db()
     assert job.status == Generation.Status.SUCCEEDED
 

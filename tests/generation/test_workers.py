@@ -1,6 +1,7 @@
 """Actors really run: on worker threads inside the server (embedded mode), and in a
 separate `rundramatiq` process through a real Redis server (scale-out mode)."""
 
+import atexit
 import os
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 from generation.services import probe_workers
 from generation.workers import start_embedded_worker
 from tests.conftest import PYTHON, REPO, manage, site_env, stop
+from tests.generation.conftest import stop_worker
 
 
 @pytest.mark.django_db(transaction=True)
@@ -21,7 +23,10 @@ def test_an_embedded_worker_thread_executes_an_actor_inside_the_server_process()
     try:
         probe = probe_workers(timeout=20)
     finally:
-        worker.stop(timeout=5_000)
+        # The server registers the worker's stop to run at exit; here the test stops it now, and
+        # a second stop at exit would reach for a test database that is gone.
+        atexit.unregister(worker.stop)
+        stop_worker(worker)
     assert probe.answered_at is not None, "no embedded worker thread answered"
     host_pid, thread_name = probe.answered_by.split("/", 1)
     assert host_pid.endswith(f":{os.getpid()}"), "the actor ran in this very process"

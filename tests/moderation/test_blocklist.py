@@ -11,8 +11,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from gallery import moderation
-from gallery.moderation import PromptBlocked, check_prompt
+from generation.admission import MAX_CHECKED_LENGTH, Refusal, check_prompt
 from gallery.moderation_models import AuditEntry, BlocklistEntry, FlaggedPrompt
 from generation.models import Generation
 from ldmsite.accounts.tokens import create_token
@@ -28,7 +27,7 @@ def block(pattern, **fields) -> BlocklistEntry:
 
 
 def refusal(user, prompt, negative=""):
-    with pytest.raises(PromptBlocked) as error:
+    with pytest.raises(Refusal) as error:
         check_prompt(user, prompt, negative)
     return error.value
 
@@ -203,7 +202,7 @@ def test_a_pathological_pattern_and_prompt_are_refused_quickly_not_matched_for_e
 
 
 def test_prompts_beyond_the_checked_length_are_refused_outright(people):
-    error = refusal(people["other"], "x" * (moderation.MAX_CHECKED_LENGTH + 1))
+    error = refusal(people["other"], "x" * (MAX_CHECKED_LENGTH + 1))
     assert "at most" in error.errors["prompt"]
 
 

@@ -8,10 +8,13 @@ from django.urls import reverse
 from PIL import Image as PILImage
 
 from gallery import moderation, services
+from generation import outputs
+from generation.admission import Refusal
 from gallery.models import Image
 from gallery.moderation_models import AuditEntry, OutputReview
 from generation.diffusion.request import validate_request
 from generation.models import Generation
+from generation.services import submit_generation
 from ldmsite.config import load_config
 from tests.generation.conftest import run_queue
 
@@ -35,7 +38,7 @@ def store(owner, model, index=0):
                                model.limits())
     job = Generation.objects.create(owner=owner, model=model, params=request.to_dict(), status="running")
     metadata = {**request.to_dict(), "seed": request.seed}
-    return moderation.store_checked_image(job, index, PILImage.new("RGB", (64, 64), (0, 0, 200)), metadata,
+    return outputs.store_checked_image(job, index, PILImage.new("RGB", (64, 64), (0, 0, 200)), metadata,
                                           "a small blue square\nSteps: 25", None)
 
 
@@ -80,7 +83,7 @@ def test_a_flagged_image_stays_private_and_cannot_be_published_until_staff_relea
     owner_client.post(reverse("gallery:visibility", args=[image.pk]), {"visibility": "public"})
     image.refresh_from_db()
     assert image.visibility == "private"
-    with pytest.raises(services.GalleryError) as refused:
+    with pytest.raises(Refusal) as refused:
         services.set_image_visibility(image, "unlisted")
     assert refused.value.status == 403 and "waiting for a staff review" in refused.value.errors["visibility"]
     album = services.create_album(people["owner"], "All of them")
@@ -107,7 +110,7 @@ def test_a_check_that_raises_holds_the_image_fail_closed(people, model, settings
     image.refresh_from_db()
     review = OutputReview.objects.get(image=image)
     assert image.hidden and review.outcome == "error" and "GPU fell over" in review.detail
-    with pytest.raises(services.GalleryError):
+    with pytest.raises(Refusal):
         services.set_image_visibility(image, "public")
 
 
@@ -127,8 +130,6 @@ def test_hiding_a_held_image_settles_its_review(people, model, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_holds_the_images_of_a_job_whose_check_fails(tiny_model, alice, broker, worker, settings):
-    from generation.services import submit_generation
-
     settings.LDM_OUTPUT_CHECK = f"{HERE}.broken_check"
     job = submit_generation(alice, {"prompt": "a red circle", "steps": 2, "seed": 3, "num_images": 2})
     run_queue(broker, worker)

@@ -9,7 +9,9 @@ from gallery import moderation, services
 from gallery.models import Image
 from gallery.moderation_models import AuditEntry, Suspension
 from generation.models import Generation
-from generation.services import SubmissionError, claim_next_job, submit_generation
+from generation.admission import Refusal
+from generation.queue import claim_next_job
+from generation.services import submit_generation
 from ldmsite.accounts.tokens import create_token
 
 PASSWORD = "violet-lantern-4821"
@@ -22,7 +24,7 @@ def can_sign_in(username: str) -> bool:
 
 
 def test_a_suspended_person_cannot_sign_in_and_their_open_session_ends(people, staff_client, owner_client):
-    assert can_sign_in("oscar")
+    assert can_sign_in("olive"), "olive can sign in before the suspension"
     assert owner_client.get(reverse("gallery:history")).status_code == 200
     response = staff_client.post(reverse("moderation:suspend", args=["olive"]), {"reason": "Repeated spam"})
     assert response.status_code == 302
@@ -61,7 +63,7 @@ def test_suspension_cancels_queued_and_running_jobs_and_no_new_ones_are_taken(pe
     running.refresh_from_db()
     assert running.cancel_requested, "the running job stops at its next step"
     assert claim_next_job("w1") is None, "no worker takes a job of theirs"
-    with pytest.raises(SubmissionError) as refused:
+    with pytest.raises(Refusal) as refused:
         submit_generation(people["owner"], {"prompt": "a green circle"}, model=model)
     assert refused.value.status == 403 and "suspended" in refused.value.errors["__all__"]
     assert Generation.objects.filter(owner=people["owner"]).count() == 3
@@ -83,6 +85,8 @@ def test_suspension_hides_public_content_and_unsuspending_restores_exactly_that(
     assert other_client.get(reverse("gallery:image", args=[unlisted.pk])).status_code == 404
     assert other_client.get(reverse("gallery:album", args=[album.pk])).status_code == 404
     assert other_client.get(reverse("gallery:profile", args=["olive"])).status_code == 404
+    private.refresh_from_db()
+    assert (private.visibility, private.hidden) == ("private", False), "nothing to hide: left as it was"
     moderation.hide_image(hidden_during, staff, "Also bad")  # a decision of its own: it stays
 
     moderation.unsuspend(owner, staff, "Appeal accepted")
@@ -98,23 +102,28 @@ def test_suspension_hides_public_content_and_unsuspending_restores_exactly_that(
     album.refresh_from_db()
     assert album.visibility == "public"
     assert other_client.get(reverse("gallery:image", args=[public.pk])).status_code == 200
+    assert other_client.get(reverse("gallery:image", args=[unlisted.pk])).status_code == 200
+    assert other_client.get(reverse("gallery:album", args=[album.pk])).status_code == 200
+    assert other_client.get(reverse("gallery:image", args=[hidden_before.pk])).status_code == 404
     unsuspended = AuditEntry.objects.get(action=AuditEntry.Action.UNSUSPEND)
     assert unsuspended.details == {"restored_images": 2, "restored_albums": 1}
-    assert not private.hidden
 
 
 def test_staff_cannot_suspend_themselves_a_superuser_or_someone_twice(people, django_user_model, staff_client):
     root = django_user_model.objects.create_superuser("root", "root@example.com", PASSWORD)
-    for username in ("stella", "root"):
+    for username, refusal in (("stella", "You cannot suspend yourself."),
+                              ("root", "Only a superuser can suspend a superuser.")):
         response = staff_client.post(reverse("moderation:suspend", args=[username]), {"reason": "x"}, follow=True)
-        assert "suspend" in response.content.decode().lower()
+        page = response.content.decode()
+        assert f'<li class="message error">{refusal}</li>' in page, page
+        assert 'data-testid="suspended"' not in page, "the person page does not show them as suspended"
     root.refresh_from_db()
     people["staff"].refresh_from_db()
     assert root.is_active and people["staff"].is_active
     moderation.suspend(people["owner"], people["staff"], "Abuse")
-    with pytest.raises(moderation.ModerationError, match="already suspended"):
+    with pytest.raises(Refusal, match="already suspended"):
         moderation.suspend(people["owner"], people["staff"], "Again")
-    with pytest.raises(moderation.ModerationError, match="reason"):
+    with pytest.raises(Refusal, match="reason"):
         moderation.suspend(people["other"], people["staff"], "")
     assert Suspension.objects.count() == 1
 
@@ -127,3 +136,5 @@ def test_the_person_page_offers_unsuspend_for_a_suspended_person(people, staff_c
     people["owner"].refresh_from_db()
     assert people["owner"].is_active
     assert can_sign_in("olive")
+    html = staff_client.get(reverse("moderation:person", args=["olive"])).content.decode()
+    assert "Suspended since" not in html and ">Suspend olive</button>" in html, "suspending is offered again"

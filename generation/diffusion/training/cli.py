@@ -91,9 +91,16 @@ def run(args: argparse.Namespace) -> dict:
         )
         return {"output": str(out)}
 
-    from generation.diffusion.training import stages as S
-    from generation.diffusion.training.common import write_json
+    # Imported here, not at the top: the parser (``--help``, the Django ``train_ldm`` command's
+    # arguments) is built without loading torch, diffusers and transformers.
+    from generation.diffusion.training.clip_stage import train_clip
+    from generation.diffusion.training.common import log, record_stage, write_json
     from generation.diffusion.training.data import FolderData, ShapesData
+    from generation.diffusion.training.export_stage import export_pipeline
+    from generation.diffusion.training.tokenizer_stage import train_tokenizer
+    from generation.diffusion.training.unet_stage import train_unet
+    from generation.diffusion.training.vae_decoder_stage import finetune_vae_decoder
+    from generation.diffusion.training.vae_stage import train_vae
 
     try:
         cfg = get_preset(args.preset).with_overrides(
@@ -139,21 +146,21 @@ def run(args: argparse.Namespace) -> dict:
             continue
         t0 = time.time()
         if stage == "tokenizer":
-            S.train_tokenizer(cfg, work_dir, data.caption_corpus())
+            train_tokenizer(cfg, work_dir, data.caption_corpus())
         elif stage == "clip":
-            S.train_clip(cfg, work_dir, data, resume=args.resume)
+            train_clip(cfg, work_dir, data, resume=args.resume)
         elif stage == "vae":
-            S.train_vae(cfg, work_dir, data, resume=args.resume, enforce_gate=not args.no_vae_gate)
+            train_vae(cfg, work_dir, data, resume=args.resume, enforce_gate=not args.no_vae_gate)
         elif stage == "vae_decoder":
-            S.finetune_vae_decoder(cfg, work_dir, data, args.vae_decoder_steps, resume=args.resume)
+            finetune_vae_decoder(cfg, work_dir, data, args.vae_decoder_steps, resume=args.resume)
         elif stage == "unet":
-            S.train_unet(cfg, work_dir, data, resume=args.resume)
+            train_unet(cfg, work_dir, data, resume=args.resume)
         elif stage == "export":
-            S.export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16,
-                              guide_unet=args.guide_unet)
+            export_pipeline(cfg, work_dir, Path(args.export_dir or work_dir / "pipeline"), data, fp16=args.fp16,
+                            guide_unet=args.guide_unet)
         timings[stage] = round(time.time() - t0, 1)
-        S.log(f"[{stage}] finished in {timings[stage]:.0f}s")
-    S._record(work_dir, "wall_clock", **{f"{k}_seconds": v for k, v in timings.items()})
+        log(f"[{stage}] finished in {timings[stage]:.0f}s")
+    record_stage(work_dir, "wall_clock", **{f"{k}_seconds": v for k, v in timings.items()})
     return timings
 
 

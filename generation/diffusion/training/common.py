@@ -1,4 +1,4 @@
-"""Shared training plumbing: seeding, progress lines with ETA, checkpoints, EMA."""
+"""Shared training plumbing: seeding, progress lines with ETA, checkpoints, EMA, the stage record (``stages.json``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+# Held-out data never overlaps training batches: training draws from
+# step_rng(seed, stage, step), held-out sets from these fixed offsets.
+HELD_OUT_SEED = 1_000_003
 
 
 def seed_everything(seed: int) -> None:
@@ -163,6 +167,30 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else default
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def record_stage(work_dir: Path, stage: str, **info: Any) -> None:
+    """Append stage facts (steps, seconds, metrics) to ``work_dir/stages.json`` for the model card."""
+    path = Path(work_dir) / "stages.json"
+    data = read_json(path, {})
+    data.setdefault(stage, {}).update(info)
+    write_json(path, data)
+
+
+def loss_summary(losses: list[float], window: int = 5) -> dict[str, float]:
+    """Mean loss over the first and last ``window`` steps of this run (how tests see a loss fall)."""
+    if not losses:
+        return {}
+    w = max(1, min(window, len(losses) // 3 or 1))
+    return {"initial_loss": round(float(np.mean(losses[:w])), 5), "final_loss": round(float(np.mean(losses[-w:])), 5)}
+
+
+def format_metrics(d: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.1%}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int, final_frac: float = 0.1) -> float:

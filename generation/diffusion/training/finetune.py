@@ -21,16 +21,13 @@ from generation.diffusion.training.common import (
     Progress,
     latest_checkpoint,
     load_checkpoint,
+    log,
     noised_and_target,
     save_checkpoint,
     step_rng,
     write_json,
 )
 from generation.diffusion.training.data import FolderData
-
-
-def _log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def finetune_unet(
@@ -63,7 +60,7 @@ def finetune_unet(
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     resolution = resolution or unet.config.sample_size * vae_scale
     data = FolderData(data_dir, resolution, p_empty=p_empty)
-    _log(f"[finetune] {len(data)} captioned images at {resolution}px from {data_dir}; device {device}")
+    log(f"[finetune] {len(data)} captioned images at {resolution}px from {data_dir}; device {device}")
 
     vae.requires_grad_(False).to(device).eval()
     text_encoder.requires_grad_(False).to(device).eval()
@@ -96,7 +93,7 @@ def finetune_unet(
         if ema and state.get("ema"):
             ema.load_state_dict(state["ema"])
         start = state["step"]
-        _log(f"[finetune] resumed from {ckpt} at step {start}")
+        log(f"[finetune] resumed from {ckpt} at step {start}")
     progress = Progress("finetune", steps, start, every=log_every)
     losses = []
     for step in range(start, steps):
@@ -137,7 +134,7 @@ def finetune_unet(
     pipe.to("cpu")
     pipe.save_pretrained(output, safe_serialization=True)
     write_json(Path(work_dir) / "finetune.json", {"pipeline": str(pipeline), "data": str(data_dir), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "losses": losses})
-    _log(f"[finetune] saved the fine-tuned pipeline to {output}")
+    log(f"[finetune] saved the fine-tuned pipeline to {output}")
     return output
 
 

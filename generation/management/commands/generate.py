@@ -20,6 +20,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from generation import diffusion  # torch loads when the model does (PEP 562), after input is checked
+from generation.admission import Refusal, check_prompt, resolve_model
+from generation.workers import resolve_source
+
 FIELD_OPTIONS = {
     # request field: (flags, type, help)
     "negative_prompt": (("--negative-prompt",), str, "what the image should not show"),
@@ -66,38 +70,36 @@ class Command(BaseCommand):
     # --------------------------------------------------------------------------------- model
 
     def resolve_model(self, name: str | None):
-        """(source, clip_source, limits or None) for --model."""
-        from generation.models import DiffusionModel
-        from generation.runner import resolve_source
-
+        """(source, clip_source, limits or None) for --model: a directory, a registered model's slug
+        (the site's own lookup), else a hub id; without --model the default registered model."""
         if name and (Path(name).expanduser().is_dir() or (settings.BASE_DIR / name).is_dir()):
             return resolve_source(name), None, None
-        registered = None
         try:
-            if name:
-                registered = DiffusionModel.objects.filter(slug=name).first()
-            else:
-                registered = DiffusionModel.default()
-        except DatabaseError:  # no database yet (fresh checkout): the registry is optional here
+            registered = resolve_model(name)
+        except (Refusal, DatabaseError):  # not registered, or no database yet (fresh checkout)
             registered = None
         if registered is not None:
-            limits = registered.limits
-            return resolve_source(registered.source), registered.clip_source or None, \
-                limits() if callable(limits) else limits
+            return resolve_source(registered.source), registered.clip_source or None, registered.limits()
         if name:
             return name, None, None  # a hub id
         return str(settings.LDM_BUILTIN_MODEL_DIR), None, None
 
+    def check_prompt(self, prompt: str, negative_prompt: str) -> None:
+        """The site's prompt gate (the blocklist); without a database there is no blocklist to apply."""
+        try:
+            check_prompt(None, prompt, negative_prompt)
+        except Refusal as error:
+            raise CommandError("Refused: " + "; ".join(error.errors.values())) from None
+        except DatabaseError:
+            self.stderr.write("No database: the prompt blocklist was not checked")
+
     # --------------------------------------------------------------------------------- run
 
     def handle(self, *args, **options):
-        from generation.diffusion import (ModelLoadError, RequestValidationError, generate, load_pipeline,
-                                          read_png_parameters, validate_request, write_png)
-
         raw: dict = {}
         if options["from_png"]:
             try:
-                raw.update(read_png_parameters(options["from_png"]))
+                raw.update(diffusion.read_png_parameters(options["from_png"]))
             except OSError as error:
                 raise CommandError(f"--from-png: cannot read {options['from_png']}: {error}") from None
             if not raw:
@@ -107,8 +109,7 @@ class Command(BaseCommand):
         raw.update({field: options[field] for field in FIELD_OPTIONS if options[field] is not None})
         if not raw.get("prompt"):
             raise CommandError("Give a prompt (or --from-png with a PNG that has one).")
-        from gallery.moderation import check_prompt_from_command_line
-        check_prompt_from_command_line(str(raw["prompt"]), str(raw.get("negative_prompt") or ""))  # blocklist
+        self.check_prompt(str(raw["prompt"]), str(raw.get("negative_prompt") or ""))
 
         source, clip_source, limits = self.resolve_model(options["model"])
         if options["clip_source"]:
@@ -116,12 +117,13 @@ class Command(BaseCommand):
         precision = options["precision"] or getattr(settings, "LDM_PRECISION", "auto")
         self.stderr.write(f"Loading {source} ...")
         try:
-            model = load_pipeline(source, device=options["device"], dtype=precision, clip_source=clip_source)
-        except ModelLoadError as error:
+            model = diffusion.load_pipeline(source, device=options["device"], dtype=precision,
+                                            clip_source=clip_source)
+        except diffusion.ModelLoadError as error:
             raise CommandError(str(error)) from None
         try:
-            request = validate_request(raw, limits or model.limits)
-        except RequestValidationError as error:
+            request = diffusion.validate_request(raw, limits or model.limits)
+        except diffusion.RequestValidationError as error:
             lines = "\n".join(f"  {field}: {message}" for field, message in error.errors.items())
             raise CommandError(f"Invalid request:\n{lines}") from None
 
@@ -141,14 +143,14 @@ class Command(BaseCommand):
                           f"{model.device} ({model.precision.dtype_name}) ...")
         started = time.perf_counter()
         try:
-            result = generate(model, request, on_progress=on_progress)
+            result = diffusion.generate(model, request, on_progress=on_progress)
         except KeyboardInterrupt:
             raise CommandError("Interrupted.") from None
         if interactive:
             self.stderr.write("")
         for index, image in enumerate(result.images):
             path = next_png_path(out, result.seeds[index])
-            write_png(image, result.metadata[index], result.parameters[index], path)
+            diffusion.write_png(image, result.metadata[index], result.parameters[index], path)
             score = result.clip_scores[index] if result.clip_scores else None
             self.stdout.write(f"{path}" + (f"  CLIP score {score:.1f}" if score is not None else ""))
         self.stderr.write(f"Done in {time.perf_counter() - started:.1f}s.")

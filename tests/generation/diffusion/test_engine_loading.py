@@ -49,6 +49,54 @@ def test_latent_preview_json_next_to_the_model_is_used(tiny_model_dir, tmp_path)
     assert torch.allclose(loaded.bias, torch.tensor(factors["bias"]))
 
 
+def test_a_model_directory_states_its_own_defaults_in_ldmsite_defaults_json(tiny_model_dir, tmp_path, engine_model):
+    from generation.diffusion import validate_request
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "with-defaults")
+    (copy / "ldmsite_defaults.json").write_text(json.dumps({
+        "_comment": "keys starting with _ are comments", "default_sampler": "DPM++ 2M Karras",
+        "default_guidance_scale": 2, "default_steps": 9, "default_width": 48, "max_height": 64,
+    }))
+    model = load_pipeline(str(copy), dtype="fp32", clip_source=False)
+    limits = model.limits
+    assert (limits.default_sampler, limits.default_guidance_scale, limits.default_steps) == ("DPM++ 2M Karras", 2.0, 9)
+    assert (limits.default_width, limits.default_height, limits.max_height) == (48, 32, 64)
+    assert (limits.min_width, limits.min_height) == (48, 32)  # small models go below 64 px, to their default
+    request = validate_request({"prompt": "a red circle", "seed": 2}, limits)
+    assert (request.sampler, request.guidance_scale, request.steps, request.width, request.height) == \
+        ("DPM++ 2M Karras", 2.0, 9, 48, 32)
+    # Defaults never change what a given request makes, so they are not part of the model's hash.
+    assert model.content_hash == engine_model.content_hash
+
+
+@pytest.mark.parametrize("content, key, words", [
+    ('{"default_sampler": "Euler Karras",}', None, "not readable JSON"),
+    ('["Euler Karras"]', None, "one JSON object"),
+    ('{"sampler": "Euler Karras"}', "sampler", "not a known default"),
+    ('{"default_sampler": "Euler b"}', "default_sampler", "must be one of"),
+    ('{"default_guidance_scale": "1.5"}', "default_guidance_scale", "a number from 0 to 30"),
+    ('{"default_autoguidance_scale": 11}', "default_autoguidance_scale", "a number from 0 to 10"),
+    ('{"default_steps": 0}', "default_steps", "positive whole number"),
+    ('{"default_width": 60}', "default_width", "multiple of 8"),
+    ('{"max_steps": true}', "max_steps", "positive whole number"),
+    ('{"default_steps": 40, "max_steps": 30}', "default_steps", "above max_steps"),
+    ('{"max_width": 16}', "max_width", "above max_width"),  # below the UNet's native 32 px default
+])
+def test_a_malformed_defaults_file_is_a_load_error_naming_the_file_and_the_key(tiny_model_dir, tmp_path, content,
+                                                                               key, words):
+    from generation.diffusion import ModelDefaultsError
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "bad-defaults")
+    (copy / "ldmsite_defaults.json").write_text(content)
+    with pytest.raises(ModelLoadError) as caught:
+        load_pipeline(str(copy), dtype="fp32", clip_source=False)
+    message = str(caught.value)
+    assert isinstance(caught.value, ModelDefaultsError) and caught.value.key == key
+    assert str(copy / "ldmsite_defaults.json") in message and words in message
+    assert key is None or f"key '{key}'" in message
+    assert caught.value.source == str(copy)
+
+
 def test_an_unreachable_hub_id_fails_with_a_clear_error():
     with pytest.raises(ModelLoadError) as caught:
         load_pipeline("ldmsite-tests/no-such-model", local_files_only=True)
@@ -123,12 +171,11 @@ def test_a_model_loads_in_bf16_when_asked(tiny_model_dir):
 BUILTIN = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
 
 
-@pytest.mark.skipif(not (BUILTIN / "model_index.json").is_file(), reason="the built-in model is not trained yet")
 def test_the_builtin_model_loads_with_its_clip_and_preview_factors():
     from generation.diffusion import generate, validate_request
 
     model = load_pipeline(str(BUILTIN), dtype="fp32")
-    assert model.clip is not None and model.limits.has_clip
+    assert model.clip.name == str(BUILTIN / "clip") and model.clip.image_size == 64 and model.limits.has_clip
     assert model.latent_preview().source.startswith("file:")
     request = validate_request({"prompt": "a red circle on a blue background", "steps": 2, "seed": 1,
                                 "sampler": "DDIM"}, model.limits)

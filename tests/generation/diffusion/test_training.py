@@ -9,11 +9,18 @@ import torch
 from PIL import Image
 
 from generation.diffusion import dataset as d
-from generation.diffusion.training import stages as S
+from generation.diffusion.training import unet_stage
 from generation.diffusion.training.cli import main
-from generation.diffusion.training.common import noised_and_target
+from generation.diffusion.training.clip_stage import load_clip, text_encoder_from_clip, train_clip
+from generation.diffusion.training.common import latest_checkpoint, noised_and_target
 from generation.diffusion.training.data import FolderData, ShapesData, read_folder
+from generation.diffusion.training.export_stage import export_pipeline
 from generation.diffusion.training.presets import get_preset
+from generation.diffusion.training.schedule import TERMINAL_ALPHA_BAR, ddim_scheduler, zero_terminal_snr_betas
+from generation.diffusion.training.tokenizer_stage import load_tokenizer, tokenize, train_tokenizer
+from generation.diffusion.training.unet_stage import CaptionEmbeddings, load_unet, train_unet
+from generation.diffusion.training.vae_decoder_stage import finetune_vae_decoder
+from generation.diffusion.training.vae_stage import load_vae, train_vae
 
 
 def tiny(**overrides):
@@ -29,12 +36,12 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)  # tiny models gain nothing from threads, and the CI box is shared
     cfg = tiny(clip_steps=20, vae_steps=20, vae_max_steps=20, unet_steps=20, checkpoint_every=10)
     data = ShapesData(cfg.p_full, cfg.p_empty)
-    S.train_tokenizer(cfg, work, data.caption_corpus())
-    S.train_clip(cfg, work, data)
-    S.train_vae(cfg, work, data)
-    S.train_unet(cfg, work, data)
-    S.finetune_vae_decoder(cfg, work, data, steps=4, gate_every=4)
-    S.export_pipeline(cfg, work, work / "pipeline", data)
+    train_tokenizer(cfg, work, data.caption_corpus())
+    train_clip(cfg, work, data)
+    train_vae(cfg, work, data)
+    train_unet(cfg, work, data)
+    finetune_vae_decoder(cfg, work, data, steps=4, gate_every=4)
+    export_pipeline(cfg, work, work / "pipeline", data)
     yield cfg, work, json.loads((work / "stages.json").read_text())
     torch.set_num_threads(threads)
 
@@ -82,7 +89,7 @@ def test_stage_loss_falls(trained, stage):
 
 def test_vae_records_its_measured_scaling_factor_and_gate(trained):
     _, work, record = trained
-    vae = S.load_vae(work)
+    vae = load_vae(work)
     assert vae.config.scaling_factor == pytest.approx(record["vae"]["scaling_factor"])
     assert record["vae"]["gate"] and set(d.ATTRIBUTES) <= set(record["vae"]["gate"][-1])
 
@@ -91,7 +98,7 @@ def test_decoder_refinement_keeps_the_encoder_and_is_what_export_ships(trained):
     from diffusers import AutoencoderKL
 
     _, work, record = trained
-    base, refined = S.load_vae(work), S.load_vae(work, prefer_decoder_finetune=True)
+    base, refined = load_vae(work), load_vae(work, prefer_decoder_finetune=True)
     shipped = AutoencoderKL.from_pretrained(work / "pipeline" / "vae", torch_dtype=torch.float32)
     for k, v in base.encoder.state_dict().items():
         assert torch.equal(v, refined.encoder.state_dict()[k])
@@ -107,9 +114,9 @@ def test_a_resumed_decoder_refinement_remembers_the_gates_it_already_ran(trained
     (tmp_path / "vae").symlink_to(work / "vae")
     cfg = cfg.with_overrides(checkpoint_every=2, vae_gate=1.01)  # a gate that never passes, so it never stops early
     data = ShapesData(cfg.p_full, cfg.p_empty)
-    S.finetune_vae_decoder(cfg, tmp_path, data, steps=4, gate_every=2)
-    assert S.latest_checkpoint(tmp_path, "vae_decoder").name == "step-0000002.pt"
-    S.finetune_vae_decoder(cfg, tmp_path, data, steps=6, gate_every=2, resume=True)  # continues 2 -> 6
+    finetune_vae_decoder(cfg, tmp_path, data, steps=4, gate_every=2)
+    assert latest_checkpoint(tmp_path, "vae_decoder").name == "step-0000002.pt"
+    finetune_vae_decoder(cfg, tmp_path, data, steps=6, gate_every=2, resume=True)  # continues 2 -> 6
     record = json.loads((tmp_path / "stages.json").read_text())["vae_decoder"]
     assert [g["step"] for g in record["gate"]] == [2, 4, 6]
     assert record["gate_passed"] is False
@@ -121,16 +128,16 @@ def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before
         (tmp_path / name).symlink_to(work / name)
     cfg = cfg.with_overrides(unet_steps=6, checkpoint_every=3)
     data = ShapesData(cfg.p_full, cfg.p_empty)
-    S.train_unet(cfg, tmp_path, data)
-    straight = {k: v.clone() for k, v in S.load_unet(tmp_path).state_dict().items()}
-    ckpt = S.latest_checkpoint(tmp_path, "unet")
+    train_unet(cfg, tmp_path, data)
+    straight = {k: v.clone() for k, v in load_unet(tmp_path).state_dict().items()}
+    ckpt = latest_checkpoint(tmp_path, "unet")
     assert ckpt.name == "step-0000003.pt"
     state = torch.load(ckpt, weights_only=False)
     assert state["seconds"] > 0
     state["seconds"] = 1000.0  # as if the first segment had run for 1,000 s
     torch.save(state, ckpt)
-    S.train_unet(cfg, tmp_path, data, resume=True)  # continues 3 -> 6 from the checkpoint
-    resumed = S.load_unet(tmp_path).state_dict()
+    train_unet(cfg, tmp_path, data, resume=True)  # continues 3 -> 6 from the checkpoint
+    resumed = load_unet(tmp_path).state_dict()
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], msg=k)
     seconds = json.loads((tmp_path / "stages.json").read_text())["unet"]["seconds"]
@@ -139,18 +146,18 @@ def test_unet_resumes_exactly_from_a_checkpoint_and_counts_the_time_spent_before
 
 def test_caption_embeddings_encode_each_distinct_caption_once_and_equal_what_the_text_tower_gives(trained):
     cfg, work, _ = trained
-    tokenizer = S.load_tokenizer(work)
-    tower = S.text_encoder_from_clip(S.load_clip(work))
+    tokenizer = load_tokenizer(work)
+    tower = text_encoder_from_clip(load_clip(work))
     encoded: list[int] = []
 
     def counting_tower(ids):
         encoded.append(len(ids))
         return tower(ids)
 
-    cache = S.CaptionEmbeddings(counting_tower, tokenizer, max_entries=3)
+    cache = CaptionEmbeddings(counting_tower, tokenizer, max_entries=3)
     captions = ["a red circle", "", "a red circle", "a blue square on a white background"]
     with torch.no_grad():
-        direct = tower(S.tokenize(tokenizer, captions))[0]
+        direct = tower(tokenize(tokenizer, captions))[0]
     torch.testing.assert_close(cache(captions), direct, atol=1e-5, rtol=1e-5)
     assert encoded == [3]  # three distinct captions, one tower call
     torch.testing.assert_close(cache(["", "a red circle"]), direct[[1, 0]], atol=1e-5, rtol=1e-5)
@@ -164,20 +171,20 @@ def test_a_unet_phase_can_start_from_an_exported_unet_and_refuses_a_different_ar
     for name in ("tokenizer", "clip", "vae"):
         (tmp_path / name).symlink_to(work / name)
     data = ShapesData(cfg.p_full, cfg.p_empty)
-    init = S.load_unet(work).state_dict()
+    init = load_unet(work).state_dict()
     frozen = cfg.with_overrides(unet_steps=2, unet_lr=0.0)  # no learning: what is saved is where it started
-    S.train_unet(frozen.with_overrides(unet_init=str(work / "unet")), tmp_path, data)
-    started = S.load_unet(tmp_path).state_dict()
+    train_unet(frozen.with_overrides(unet_init=str(work / "unet")), tmp_path, data)
+    started = load_unet(tmp_path).state_dict()
     for k in init:
         torch.testing.assert_close(started[k], init[k], msg=k)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     for name in ("tokenizer", "clip", "vae"):
         (fresh / name).symlink_to(work / name)
-    S.train_unet(frozen, fresh, data)  # without --unet-init the same run starts from random weights
-    assert not torch.equal(S.load_unet(fresh).state_dict()["conv_in.weight"], init["conv_in.weight"])
+    train_unet(frozen, fresh, data)  # without --unet-init the same run starts from random weights
+    assert not torch.equal(load_unet(fresh).state_dict()["conv_in.weight"], init["conv_in.weight"])
     with pytest.raises(SystemExit, match="--unet-init .*does not match"):
-        S.train_unet(cfg.with_overrides(unet_channels=(32, 32, 32), unet_init=str(work / "unet")), tmp_path, data)
+        train_unet(cfg.with_overrides(unet_channels=(32, 32, 32), unet_init=str(work / "unet")), tmp_path, data)
 
 
 def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
@@ -190,7 +197,7 @@ def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
     # The default sampler ldmsite offers for the model (Euler Karras) on the training schedule.
     assert isinstance(pipe.scheduler, EulerDiscreteScheduler) and pipe.scheduler.config.use_karras_sigmas
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert list(pipe.scheduler.config.trained_betas) == S.zero_terminal_snr_betas(cfg.num_train_timesteps)
+    assert list(pipe.scheduler.config.trained_betas) == zero_terminal_snr_betas(cfg.num_train_timesteps)
     assert pipe.safety_checker is None
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
@@ -211,9 +218,9 @@ def test_export_ships_a_guide_unet_the_engine_uses_for_autoguidance(trained, tmp
     cfg, work, _ = trained
     data = ShapesData(cfg.p_full, cfg.p_empty)
     guide = tmp_path / "guide"
-    S.load_unet(work).save_pretrained(guide)
+    load_unet(work).save_pretrained(guide)
     out = tmp_path / "pipeline"
-    S.export_pipeline(cfg, work, out, data, guide_unet=guide)
+    export_pipeline(cfg, work, out, data, guide_unet=guide)
     model = load_pipeline(str(out), device="cpu", dtype="fp32")
     assert model.limits.has_guide_unet
     request = validate_request({"prompt": "a red circle", "steps": 2, "seed": 1, "guidance_scale": 2,
@@ -226,9 +233,9 @@ def test_export_ships_a_guide_unet_the_engine_uses_for_autoguidance(trained, tmp
     misfit.save_pretrained(tmp_path / "misfit")
     exported = sorted(p.relative_to(out) for p in out.rglob("*"))
     with pytest.raises(ValueError, match="cross_attention_dim"):
-        S.export_pipeline(cfg, work, out, data, guide_unet=tmp_path / "misfit")
+        export_pipeline(cfg, work, out, data, guide_unet=tmp_path / "misfit")
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == exported  # nothing half-written
-    S.export_pipeline(cfg, work, out, data)
+    export_pipeline(cfg, work, out, data)
     assert not (out / "guide_unet").exists()
 
 
@@ -326,7 +333,7 @@ def test_the_unet_stage_draws_the_configured_share_of_fully_specified_captions(p
     rng = np.random.default_rng(0)
     specs = [d.sample_spec(rng) for _ in range(50)]
     bank = {"attributes": [s.attributes() for s in specs], "captions": None}
-    captions = S._bank_captions(bank, rng.integers(0, 50, size=4000), rng, tiny(p_full=p_full))
+    captions = unet_stage._bank_captions(bank, rng.integers(0, 50, size=4000), rng, tiny(p_full=p_full))
     full = sum(len(d.parse_caption(c)) == len(d.ATTRIBUTES) for c in captions) / len(captions)
     empty = captions.count("") / len(captions)
     # Partial captions keep each of four attributes with p = 1/2, so 1/16 of them are full too.
@@ -337,15 +344,15 @@ def test_the_unet_stage_draws_the_configured_share_of_fully_specified_captions(p
 def test_builtin_schedule_ends_in_pure_noise_and_every_sampler_can_start_there():
     from generation.diffusion.samplers import SAMPLERS, build_scheduler
 
-    sched = S.ddim_scheduler()
+    sched = ddim_scheduler()
     assert sched.config.prediction_type == "v_prediction"
-    assert float(sched.alphas_cumprod[-1]) == pytest.approx(S.TERMINAL_ALPHA_BAR, rel=1e-3)
+    assert float(sched.alphas_cumprod[-1]) == pytest.approx(TERMINAL_ALPHA_BAR, rel=1e-3)
     assert float(sched.alphas_cumprod[0]) == pytest.approx(1 - 0.00085, rel=1e-4)  # the clean end is Stable Diffusion's
     sched.set_timesteps(25)
     assert int(sched.timesteps[0]) == 999
     for name in SAMPLERS:
         other = build_scheduler(name, sched.config)
         other.set_timesteps(25)
-        assert float(other.alphas_cumprod[-1]) == pytest.approx(S.TERMINAL_ALPHA_BAR, rel=1e-3), name
+        assert float(other.alphas_cumprod[-1]) == pytest.approx(TERMINAL_ALPHA_BAR, rel=1e-3), name
         if hasattr(other, "sigmas"):
             assert torch.isfinite(other.sigmas).all(), name

@@ -103,7 +103,7 @@ class TokenScopePermission(BasePermission):
 # --- OpenAPI descriptions of the schemes (drf-spectacular) -----------------------------
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "ldmsite.accounts.authentication.BearerTokenAuthentication"
+    target_class = "ldmsite.api.authentication.BearerTokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):
@@ -113,7 +113,7 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
 
 class BasicTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "ldmsite.accounts.authentication.BasicTokenAuthentication"
+    target_class = "ldmsite.api.authentication.BasicTokenAuthentication"
     name = "basicTokenAuth"
 
     def get_security_definition(self, auto_schema):
