@@ -206,7 +206,7 @@ class AlbumList(generics.ListAPIView):
     def post(self, request):
         data = validated(AlbumCreateSerializer, request)
         album = services.create_album(request.user, data["title"], data.get("description", ""),
-                                      data.get("visibility", "private"))
+                                      data.get("visibility", Album.Visibility.PRIVATE))
         body = AlbumDetailSerializer(album, context={"request": request}).data
         return Response(body, status=201, headers={"Location": request.build_absolute_uri(body["url"])})
 

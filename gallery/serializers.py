@@ -100,7 +100,7 @@ class AlbumDetailSerializer(AlbumSerializer):
 class AlbumCreateSerializer(StrictSerializer):
     title = serializers.CharField(max_length=120, help_text="1 to 120 characters")
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    visibility = serializers.ChoiceField(choices=Album.Visibility.choices, required=False, default="private",
+    visibility = serializers.ChoiceField(choices=Album.Visibility.choices, required=False, default=Album.Visibility.PRIVATE,
                                          help_text="Sharing an album shares its private images the same way")
 
 

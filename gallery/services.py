@@ -74,7 +74,7 @@ def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
 
 # --- Albums -----------------------------------------------------------------------------
 
-def create_album(owner, title: str, description: str = "", visibility: str = "private") -> Album:
+def create_album(owner, title: str, description: str = "", visibility: str = Album.Visibility.PRIVATE) -> Album:
     title = (title or "").strip()
     if not title or len(title) > 120:
         raise Refusal({"title": "is required: 1 to 120 characters"})

@@ -188,7 +188,7 @@ def create_album(request):
     try:
         album = services.create_album(request.user, request.POST.get("title", ""),
                                       request.POST.get("description", ""),
-                                      request.POST.get("visibility", "private"))
+                                      request.POST.get("visibility", Album.Visibility.PRIVATE))
     except Refusal as error:
         show_refusal(request, error)
         return redirect("gallery:albums")

@@ -43,22 +43,50 @@ Status = Generation.Status
 POLL_SECONDS = 0.25
 VERSION = "ldmsite"
 
-# A1111's txt2img request (StableDiffusionTxt2ImgProcessingAPI, v1.10) and its defaults.
-TXT2IMG_DEFAULTS: dict[str, Any] = {
-    "prompt": "", "negative_prompt": "", "styles": None, "seed": -1, "subseed": -1, "subseed_strength": 0,
-    "seed_resize_from_h": -1, "seed_resize_from_w": -1, "sampler_name": None, "scheduler": None,
-    "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512,
-    "restore_faces": None, "tiling": None, "do_not_save_samples": False, "do_not_save_grid": False,
-    "eta": None, "denoising_strength": None, "s_min_uncond": None, "s_churn": None, "s_tmax": None,
-    "s_tmin": None, "s_noise": None, "override_settings": None, "override_settings_restore_afterwards": True,
-    "refiner_checkpoint": None, "refiner_switch_at": None, "disable_extra_networks": False,
-    "firstpass_image": None, "comments": None, "enable_hr": False, "firstphase_width": 0,
-    "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None, "hr_second_pass_steps": 0, "hr_resize_x": 0,
-    "hr_resize_y": 0, "hr_checkpoint_name": None, "hr_sampler_name": None, "hr_scheduler": None,
-    "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": None, "sampler_index": "Euler",
-    "script_name": None, "script_args": [], "send_images": True, "save_images": False,
-    "alwayson_scripts": {}, "infotext": None,
+# A1111's txt2img request (StableDiffusionTxt2ImgProcessingAPI, v1.10): each field, its default and
+# the field type that documents it (null default: "use the option"). Both the defaults echoed back
+# (`echo_parameters`) and the OpenAPI request schema (`Txt2ImgRequestSerializer`) come from here.
+Text, Integer, Real, Flag = serializers.CharField, serializers.IntegerField, serializers.FloatField, \
+    serializers.BooleanField
+TXT2IMG_FIELDS: dict[str, tuple[Any, type[serializers.Field], dict]] = {
+    "prompt": ("", Text, {}), "negative_prompt": ("", Text, {}),
+    "styles": (None, serializers.ListField, {"child": Text()}),
+    "seed": (-1, Integer, {}), "subseed": (-1, Integer, {}), "subseed_strength": (0, Real, {}),
+    "seed_resize_from_h": (-1, Integer, {}), "seed_resize_from_w": (-1, Integer, {}),
+    "sampler_name": (None, Text, {"help_text": ", ".join(SAMPLERS)}),
+    "scheduler": (None, Text, {"help_text": "Automatic or Karras"}),
+    "batch_size": (1, Integer, {}), "n_iter": (1, Integer, {}), "steps": (50, Integer, {}),
+    "cfg_scale": (7.0, Real, {}), "width": (512, Integer, {}), "height": (512, Integer, {}),
+    "restore_faces": (None, Flag, {}), "tiling": (None, Flag, {}),
+    "do_not_save_samples": (False, Flag, {}), "do_not_save_grid": (False, Flag, {}),
+    "eta": (None, Real, {}), "denoising_strength": (None, Real, {}), "s_min_uncond": (None, Real, {}),
+    "s_churn": (None, Real, {}), "s_tmax": (None, Real, {}), "s_tmin": (None, Real, {}), "s_noise": (None, Real, {}),
+    "override_settings": (None, serializers.DictField, {}),
+    "override_settings_restore_afterwards": (True, Flag, {}),
+    "refiner_checkpoint": (None, Text, {}), "refiner_switch_at": (None, Real, {}),
+    "disable_extra_networks": (False, Flag, {}), "firstpass_image": (None, Text, {}),
+    "comments": (None, serializers.DictField, {}), "enable_hr": (False, Flag, {}),
+    "firstphase_width": (0, Integer, {}), "firstphase_height": (0, Integer, {}), "hr_scale": (2.0, Real, {}),
+    "hr_upscaler": (None, Text, {}), "hr_second_pass_steps": (0, Integer, {}), "hr_resize_x": (0, Integer, {}),
+    "hr_resize_y": (0, Integer, {}), "hr_checkpoint_name": (None, Text, {}), "hr_sampler_name": (None, Text, {}),
+    "hr_scheduler": (None, Text, {}), "hr_prompt": ("", Text, {}), "hr_negative_prompt": ("", Text, {}),
+    "force_task_id": (None, Text, {}), "sampler_index": ("Euler", Text, {}), "script_name": (None, Text, {}),
+    "script_args": ([], serializers.ListField, {}), "send_images": (True, Flag, {}),
+    "save_images": (False, Flag, {"help_text": "true: keep the images (saved) in your history"}),
+    "alwayson_scripts": ({}, serializers.DictField, {}), "infotext": (None, Text, {}),
 }
+TXT2IMG_DEFAULTS: dict[str, Any] = {name: default for name, (default, _, _) in TXT2IMG_FIELDS.items()}
+
+
+def documented_field(default: Any, kind: type[serializers.Field], options: dict) -> serializers.Field:
+    if default is None:
+        return kind(required=False, allow_null=True, **options)
+    if isinstance(default, (list, dict)):
+        return kind(required=False, default=type(default), **options)  # a fresh one per request
+    if kind is Text:
+        options = {"allow_blank": True, **options}
+    return kind(required=False, default=default, **options)
+
 
 # A1111 field -> ldmsite request field (validate_request judges the values).
 MAPPED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "steps": "steps", "cfg_scale": "guidance_scale",
@@ -281,65 +309,10 @@ class A1111View(APIView):
     a1111 = True  # refused input answers with A1111's (FastAPI's) 422 body (`ldmsite.api.errors`)
 
 
-class Txt2ImgRequestSerializer(serializers.Serializer):
-    """A1111's StableDiffusionTxt2ImgProcessingAPI (documentation; `to_request` judges it)."""
-
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    negative_prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    styles = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
-    seed = serializers.IntegerField(required=False, default=-1)
-    subseed = serializers.IntegerField(required=False, default=-1)
-    subseed_strength = serializers.FloatField(required=False, default=0)
-    seed_resize_from_h = serializers.IntegerField(required=False, default=-1)
-    seed_resize_from_w = serializers.IntegerField(required=False, default=-1)
-    sampler_name = serializers.CharField(required=False, allow_null=True, help_text=", ".join(SAMPLERS))
-    scheduler = serializers.CharField(required=False, allow_null=True, help_text="Automatic or Karras")
-    batch_size = serializers.IntegerField(required=False, default=1)
-    n_iter = serializers.IntegerField(required=False, default=1)
-    steps = serializers.IntegerField(required=False, default=50)
-    cfg_scale = serializers.FloatField(required=False, default=7.0)
-    width = serializers.IntegerField(required=False, default=512)
-    height = serializers.IntegerField(required=False, default=512)
-    restore_faces = serializers.BooleanField(required=False, allow_null=True)
-    tiling = serializers.BooleanField(required=False, allow_null=True)
-    do_not_save_samples = serializers.BooleanField(required=False, default=False)
-    do_not_save_grid = serializers.BooleanField(required=False, default=False)
-    eta = serializers.FloatField(required=False, allow_null=True)
-    denoising_strength = serializers.FloatField(required=False, allow_null=True)
-    s_min_uncond = serializers.FloatField(required=False, allow_null=True)
-    s_churn = serializers.FloatField(required=False, allow_null=True)
-    s_tmax = serializers.FloatField(required=False, allow_null=True)
-    s_tmin = serializers.FloatField(required=False, allow_null=True)
-    s_noise = serializers.FloatField(required=False, allow_null=True)
-    override_settings = serializers.DictField(required=False, allow_null=True)
-    override_settings_restore_afterwards = serializers.BooleanField(required=False, default=True)
-    refiner_checkpoint = serializers.CharField(required=False, allow_null=True)
-    refiner_switch_at = serializers.FloatField(required=False, allow_null=True)
-    disable_extra_networks = serializers.BooleanField(required=False, default=False)
-    firstpass_image = serializers.CharField(required=False, allow_null=True)
-    comments = serializers.DictField(required=False, allow_null=True)
-    enable_hr = serializers.BooleanField(required=False, default=False)
-    firstphase_width = serializers.IntegerField(required=False, default=0)
-    firstphase_height = serializers.IntegerField(required=False, default=0)
-    hr_scale = serializers.FloatField(required=False, default=2.0)
-    hr_upscaler = serializers.CharField(required=False, allow_null=True)
-    hr_second_pass_steps = serializers.IntegerField(required=False, default=0)
-    hr_resize_x = serializers.IntegerField(required=False, default=0)
-    hr_resize_y = serializers.IntegerField(required=False, default=0)
-    hr_checkpoint_name = serializers.CharField(required=False, allow_null=True)
-    hr_sampler_name = serializers.CharField(required=False, allow_null=True)
-    hr_scheduler = serializers.CharField(required=False, allow_null=True)
-    hr_prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    hr_negative_prompt = serializers.CharField(required=False, allow_blank=True, default="")
-    force_task_id = serializers.CharField(required=False, allow_null=True)
-    sampler_index = serializers.CharField(required=False, default="Euler")
-    script_name = serializers.CharField(required=False, allow_null=True)
-    script_args = serializers.ListField(required=False, default=list)
-    send_images = serializers.BooleanField(required=False, default=True)
-    save_images = serializers.BooleanField(required=False, default=False,
-                                           help_text="true: keep the images (saved) in your history")
-    alwayson_scripts = serializers.DictField(required=False, default=dict)
-    infotext = serializers.CharField(required=False, allow_null=True)
+Txt2ImgRequestSerializer = type("Txt2ImgRequestSerializer", (serializers.Serializer,), {
+    "__doc__": "A1111's StableDiffusionTxt2ImgProcessingAPI (documentation; `to_request` judges it).",
+    **{name: documented_field(*spec) for name, spec in TXT2IMG_FIELDS.items()},
+})
 
 
 Txt2ImgResponse = inline_serializer("TextToImageResponse", {

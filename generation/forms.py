@@ -1,34 +1,51 @@
 """The generate form: renders the fields and carries errors next to them.
 
 Validation itself is `generation.diffusion.validate_request` (via
-`services.submit_generation`), the same function the API and CLI use.
+`services.submit_generation`), the same function the API and CLI use; the bounds and defaults
+the form shows come from the same module (the browser's checks only help).
 """
 
 from django import forms
 
-from generation.diffusion.request import GenerationRequest
+from generation.diffusion.request import (MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY,
+                                          MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, GenerationRequest,
+                                          ModelLimits)
 from generation.diffusion.samplers import SAMPLERS
 from generation.models import DiffusionModel
+
+# What the CLIP guidance scale starts at once a person switches it on (a request's default is off).
+CLIP_GUIDANCE_SCALE_WHEN_ON = 100.0
+REQUEST_DEFAULTS = GenerationRequest.__dataclass_fields__
+
+
+def request_default(name: str):
+    return REQUEST_DEFAULTS[name].default
 
 
 class GenerateForm(forms.Form):
     model = forms.ModelChoiceField(queryset=DiffusionModel.objects.none(), to_field_name="slug", empty_label=None)
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a large yellow circle in the center on a blue background"}))
     negative_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    width = forms.IntegerField(min_value=8, step_size=8)
-    height = forms.IntegerField(min_value=8, step_size=8)
-    steps = forms.IntegerField(min_value=1, max_value=150)
-    guidance_scale = forms.FloatField(label="Guidance scale (CFG)", min_value=0, max_value=30)
-    autoguidance_scale = forms.FloatField(label="Autoguidance", required=False, min_value=0, max_value=10,
+    width = forms.IntegerField(min_value=ModelLimits.size_multiple, step_size=ModelLimits.size_multiple)
+    height = forms.IntegerField(min_value=ModelLimits.size_multiple, step_size=ModelLimits.size_multiple)
+    steps = forms.IntegerField(min_value=1, max_value=ModelLimits.max_steps)
+    guidance_scale = forms.FloatField(label="Guidance scale (CFG)", min_value=0, max_value=MAX_GUIDANCE_SCALE)
+    autoguidance_scale = forms.FloatField(label="Autoguidance", required=False, min_value=0,
+                                          max_value=MAX_AUTOGUIDANCE_SCALE,
                                           help_text="Models with a guide UNet only; 0: off")
     sampler = forms.ChoiceField(choices=[(name, name) for name in SAMPLERS])
     seed = forms.IntegerField(required=False, help_text="Empty or -1: random (the seed used is recorded)")
-    num_images = forms.IntegerField(label="Images", min_value=1, max_value=8, initial=1)
-    eta = forms.FloatField(required=False, initial=0.0, help_text="DDIM only")
+    num_images = forms.IntegerField(label="Images", min_value=1, max_value=ModelLimits.max_num_images,
+                                    initial=request_default("num_images"))
+    eta = forms.FloatField(required=False, initial=request_default("eta"), help_text="DDIM only")
     clip_guidance = forms.BooleanField(label="CLIP guidance", required=False)
-    clip_guidance_scale = forms.FloatField(label="CLIP guidance scale", required=False, initial=100)
-    clip_guidance_every = forms.IntegerField(label="Guide every N steps", required=False, initial=4)
-    clip_cutouts = forms.IntegerField(label="Cutouts", required=False, initial=4)
+    clip_guidance_scale = forms.FloatField(label="CLIP guidance scale", required=False, min_value=0,
+                                           max_value=MAX_CLIP_GUIDANCE_SCALE, initial=CLIP_GUIDANCE_SCALE_WHEN_ON)
+    clip_guidance_every = forms.IntegerField(label="Guide every N steps", required=False, min_value=1,
+                                             max_value=MAX_CLIP_GUIDANCE_EVERY,
+                                             initial=request_default("clip_guidance_every"))
+    clip_cutouts = forms.IntegerField(label="Cutouts", required=False, min_value=1, max_value=MAX_CLIP_CUTOUTS,
+                                      initial=request_default("clip_cutouts"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -40,18 +57,20 @@ class GenerateForm(forms.Form):
 
     @staticmethod
     def initial_for(model: DiffusionModel | None, remix: dict | None = None) -> dict:
-        initial = {"num_images": 1, "eta": 0.0, "clip_guidance_scale": 100, "clip_guidance_every": 4,
-                   "clip_cutouts": 4}
+        initial = {name: request_default(name) for name in ("num_images", "eta", "clip_guidance_every",
+                                                              "clip_cutouts")}
+        initial["clip_guidance_scale"] = CLIP_GUIDANCE_SCALE_WHEN_ON
         if model is not None:
-            initial.update(model=model.slug, width=model.default_width, height=model.default_height,
-                           steps=model.default_steps, guidance_scale=model.default_guidance_scale,
-                           autoguidance_scale=model.default_autoguidance_scale if model.has_guide_unet else 0,
-                           sampler=model.default_sampler)
+            limits = model.limits()
+            initial.update(model=model.slug, width=limits.default_width, height=limits.default_height,
+                           steps=limits.default_steps, guidance_scale=limits.default_guidance_scale,
+                           autoguidance_scale=limits.default_autoguidance_scale if limits.has_guide_unet else 0,
+                           sampler=limits.default_sampler)
         if remix:
-            initial.update({k: v for k, v in remix.items() if k in GenerationRequest.__dataclass_fields__})
+            initial.update({k: v for k, v in remix.items() if k in REQUEST_DEFAULTS})
             initial["clip_guidance"] = bool(remix.get("clip_guidance_scale"))
             if not remix.get("clip_guidance_scale"):
-                initial["clip_guidance_scale"] = 100
+                initial["clip_guidance_scale"] = CLIP_GUIDANCE_SCALE_WHEN_ON
         return initial
 
     def request_fields(self) -> dict:

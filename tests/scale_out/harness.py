@@ -94,8 +94,11 @@ class Stack:
             "--dir", str(self.root)])
         wait_for_port(self.redis_port, timeout=20, process=self.processes["redis"])
 
-    def restart_redis(self) -> None:
+    def stop_redis(self) -> None:
         kill_group(self.processes["redis"])
+
+    def restart_redis(self) -> None:
+        self.stop_redis()
         self.start_redis()
 
     def start_web(self) -> None:
@@ -133,6 +136,16 @@ class Stack:
                 kill_group(self.processes[name], signal.SIGTERM if name == "postgres" else signal.SIGKILL)
         if self.pg_dir:
             shutil.rmtree(self.pg_dir, ignore_errors=True)
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """Rows straight from the stack's PostgreSQL: one consistent snapshot, in milliseconds."""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.pg_port, user="ldm", dbname="ldmsite") as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def job_statuses(self) -> dict[int, str]:
+        return dict(self.query("SELECT id, status FROM generation_generation"))
 
     # --- clients ------------------------------------------------------------------------
     @property

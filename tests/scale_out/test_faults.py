@@ -5,6 +5,7 @@ import asyncio
 import json
 import threading
 import time
+from collections import Counter
 
 import pytest
 import websockets
@@ -14,7 +15,7 @@ from tests.scale_out.harness import follow, run_async
 pytestmark = pytest.mark.timeout(900)  # whole-stack start-up and recovery on 2 shared cores
 
 
-def test_restarting_redis_during_twenty_jobs_loses_none(stack):
+def test_restarting_redis_while_jobs_are_queued_and_running_loses_none_of_twenty(stack):
     stack.start_worker()
     stack.start_worker()
     for name in ("kim", "lee"):
@@ -24,20 +25,23 @@ def test_restarting_redis_during_twenty_jobs_loses_none(stack):
     for index in range(20):
         name = ("kim", "lee")[index % 2]
         jobs.append((name, stack.submit(sessions[name], steps=8, seed=index, num_images=1)))
-    time.sleep(3)  # some jobs done, some running, most queued
-    stack.restart_redis()  # no persistence: every queued message is gone
+    deadline = time.monotonic() + 120
+    while "running" not in stack.job_statuses().values():
+        assert time.monotonic() < deadline, f"no job started within 120 s: {stack.job_statuses()}"
+        time.sleep(0.2)
+    stack.stop_redis()  # no persistence: every queued message is gone, every connection cut
+    at_restart = Counter(stack.job_statuses().values())
+    stack.start_redis()
+    assert at_restart["running"] >= 1 and at_restart["queued"] >= 1, f"jobs at the restart: {at_restart}"
 
     states = {}
     for name in ("kim", "lee"):
         ids = [job_id for owner, job_id in jobs if owner == name]
         states.update(stack.wait_until_final(sessions[name], ids, timeout=400))
     assert len(states) == 20
-    statuses = {state["status"] for state in states.values()}
-    assert statuses <= {"succeeded", "failed"}, statuses
-    failed = [s for s in states.values() if s["status"] == "failed"]
-    assert all(s["error"] for s in failed), "a failed job says why"
-    assert all(len(s["images"]) == 1 for s in states.values() if s["status"] == "succeeded")
-    assert len([s for s in states.values() if s["status"] == "succeeded"]) >= 18, states
+    not_succeeded = {job_id: (s["status"], s["error"]) for job_id, s in states.items() if s["status"] != "succeeded"}
+    assert not not_succeeded, f"jobs at the restart: {at_restart}; not succeeded: {not_succeeded}"
+    assert all(len(s["images"]) == 1 for s in states.values()), "one image each, none lost or duplicated"
 
 
 def test_clients_reconnect_after_a_web_restart_and_resync_from_the_snapshot(stack):
@@ -66,15 +70,25 @@ def test_clients_reconnect_after_a_web_restart_and_resync_from_the_snapshot(stac
                 await asyncio.sleep(0.5)  # the server is restarting: back off and retry
         raise AssertionError("never saw the job finish")
 
+    restarted = threading.Event()
+
     def restart_when_running():
+        deadline = time.monotonic() + 240
         while not any(m["type"] == "generation.progress" for m in seen):
+            if time.monotonic() > deadline:
+                return  # never running: the assertion on `restarted` below says so
             time.sleep(0.1)
         stack.restart_web()
+        restarted.set()
 
-    restarter = threading.Thread(target=restart_when_running)
+    restarter = threading.Thread(target=restart_when_running, name="web-restarter", daemon=True)
     restarter.start()
-    run_async(asyncio.wait_for(client(), 320))
-    restarter.join()
+    try:
+        run_async(asyncio.wait_for(client(), 320))
+    finally:
+        restarter.join(timeout=360)  # its own 240 s wait, then a web start-up (up to 90 s) and a margin
+    assert not restarter.is_alive(), "the web restart did not finish within 6 minutes"
+    assert restarted.is_set(), "the job never showed progress, so the web tier was not restarted while it ran"
 
     assert len(connections) >= 2, "the client reconnected"
     snapshots = [m for m in seen if m["type"] == "generation.snapshot"]

@@ -37,8 +37,12 @@ def test_a_job_whose_worker_is_killed_finishes_on_the_other_worker_without_dupli
     running_on = stack.job(session, job_id)
     assert running_on["status"] == "running"
     # Kill the worker process that runs it (the other one is idle); SIGKILL allows no clean-up.
-    kill_group(stack.worker_running(job_id))
+    killed = stack.worker_running(job_id)
+    kill_group(killed)
 
     state = stack.wait_until_final(session, [job_id], timeout=240)[job_id]
     assert state["status"] == "succeeded", state
     assert sorted(image["seed"] for image in state["images"]) == [5, 6], "each image stored exactly once"
+    assert stack.query("SELECT attempts FROM generation_generation WHERE id = %s", [job_id]) == [(2,)], \
+        "the recovery loop re-queued it once"
+    assert stack.worker_running(job_id) is not killed, "the other worker finished it"
