@@ -13,19 +13,9 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextMode
 
 from generation.diffusion import dataset as shapes
 from generation.diffusion import evaluate
-from generation.diffusion.training.common import (
-    HELD_OUT_SEED,
-    Progress,
-    format_metrics,
-    latest_checkpoint,
-    load_checkpoint,
-    log,
-    loss_summary,
-    lr_at,
-    record_stage,
-    save_checkpoint,
-    step_rng,
-)
+from generation.diffusion.training.common import (HELD_OUT_SEED, Progress, format_metrics, latest_checkpoint,
+                                                  load_checkpoint, log, loss_summary, lr_at, record_stage,
+                                                  save_checkpoint, step_rng)
 from generation.diffusion.training.presets import TrainConfig
 from generation.diffusion.training.tokenizer_stage import load_tokenizer, tokenize
 

@@ -16,17 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generation.diffusion.training.common import (
-    EMA,
-    Progress,
-    latest_checkpoint,
-    load_checkpoint,
-    log,
-    noised_and_target,
-    save_checkpoint,
-    step_rng,
-    write_json,
-)
+from generation.diffusion.training.common import (EMA, Progress, latest_checkpoint, load_checkpoint, log,
+                                                  noised_and_target, save_checkpoint, step_rng, write_json)
 from generation.diffusion.training.data import FolderData
 
 

@@ -15,21 +15,9 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from generation.diffusion import dataset as shapes
 from generation.diffusion import evaluate
 from generation.diffusion.training.clip_stage import load_clip, text_encoder_from_clip
-from generation.diffusion.training.common import (
-    EMA,
-    Progress,
-    format_metrics,
-    latest_checkpoint,
-    load_checkpoint,
-    log,
-    loss_summary,
-    noised_and_target,
-    read_json,
-    record_stage,
-    save_checkpoint,
-    step_rng,
-    write_json,
-)
+from generation.diffusion.training.common import (EMA, Progress, format_metrics, latest_checkpoint, load_checkpoint,
+                                                  log, loss_summary, noised_and_target, read_json, record_stage,
+                                                  save_checkpoint, step_rng, write_json)
 from generation.diffusion.training.images import save_grid, to_tensor, to_uint8
 from generation.diffusion.training.presets import TrainConfig
 from generation.diffusion.training.schedule import ddim_scheduler

@@ -9,17 +9,8 @@ import torch
 from diffusers import AutoencoderKL
 
 from generation.diffusion import dataset as shapes
-from generation.diffusion.training.common import (
-    HELD_OUT_SEED,
-    Progress,
-    format_metrics,
-    latest_checkpoint,
-    load_checkpoint,
-    log,
-    record_stage,
-    save_checkpoint,
-    step_rng,
-)
+from generation.diffusion.training.common import (HELD_OUT_SEED, Progress, format_metrics, latest_checkpoint,
+                                                  load_checkpoint, log, record_stage, save_checkpoint, step_rng)
 from generation.diffusion.training.images import to_tensor
 from generation.diffusion.training.presets import TrainConfig
 from generation.diffusion.training.vae_stage import edge_weights, save_vae_samples, vae_reconstruction_score

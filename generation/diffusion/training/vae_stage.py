@@ -12,18 +12,9 @@ from diffusers import AutoencoderKL
 
 from generation.diffusion import dataset as shapes
 from generation.diffusion import evaluate
-from generation.diffusion.training.common import (
-    HELD_OUT_SEED,
-    Progress,
-    format_metrics,
-    latest_checkpoint,
-    load_checkpoint,
-    log,
-    loss_summary,
-    record_stage,
-    save_checkpoint,
-    step_rng,
-)
+from generation.diffusion.training.common import (HELD_OUT_SEED, Progress, format_metrics, latest_checkpoint,
+                                                  load_checkpoint, log, loss_summary, record_stage, save_checkpoint,
+                                                  step_rng)
 from generation.diffusion.training.images import save_grid, to_tensor, to_uint8
 from generation.diffusion.training.presets import TrainConfig
 
