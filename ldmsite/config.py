@@ -97,7 +97,7 @@ def parse_rate(name: str, raw: str) -> str:
 
 
 def parse_output_check(name: str, raw: str) -> str:
-    """`none`, `safety-checker:<directory>` or the dotted path of a callable (gallery/moderation.py)."""
+    """`none`, `safety-checker:<directory>` or the dotted path of a callable (generation/outputs.py)."""
     value = raw.strip()
     if value.lower() in ("", "none"):
         return "none"
