@@ -46,9 +46,16 @@ def start_embedded_worker(threads: int) -> dramatiq.Worker:
     """
     worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=threads, worker_timeout=200)
     worker.start()
-    atexit.register(worker.stop, timeout=5_000)
+    atexit.register(stop_embedded_worker, worker)
     logger.info("Started %d embedded worker thread(s).", threads)
     return worker
+
+
+def stop_embedded_worker(worker: dramatiq.Worker, timeout_ms: int = 5_000) -> None:
+    """Stop the worker threads (at exit, or earlier), once: stopping again at exit would write to a
+    database that may be gone by then."""
+    atexit.unregister(stop_embedded_worker)  # the only embedded worker of this process
+    worker.stop(timeout=timeout_ms)
 
 
 # --- The resident model cache ---------------------------------------------------------------------
@@ -85,14 +92,18 @@ class WorkerStatusMiddleware(Middleware):
     can be imported; so this class imports the model only once a worker boots.
     """
 
+    JOIN_SECONDS = 10
+
     def __init__(self):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker, worker):
-        self._stop.clear()
+        # A fresh event per boot: a thread of an earlier boot that outlived its join stays stopped.
+        self._stop = threading.Event()
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
-        self._thread = threading.Thread(target=self._report, args=(queues, settings.LDM_HEARTBEAT_SECONDS),
+        self._thread = threading.Thread(target=self._report,
+                                        args=(queues, settings.LDM_HEARTBEAT_SECONDS, self._stop),
                                         name="worker-status", daemon=True)
         self._thread.start()
 
@@ -101,7 +112,9 @@ class WorkerStatusMiddleware(Middleware):
 
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=self.JOIN_SECONDS)
+            if self._thread.is_alive():
+                logger.warning("The worker status thread did not stop within %ss", self.JOIN_SECONDS)
         try:
             WorkerStatus.objects.filter(identity=process_identity()).delete()
         except Exception:
@@ -109,11 +122,11 @@ class WorkerStatusMiddleware(Middleware):
         finally:
             close_old_connections()
 
-    def _report(self, queues, interval):
+    def _report(self, queues, interval, stop: threading.Event):
         from generation.models import WorkerStatus  # see the class docstring
 
         started = timezone.now()
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 WorkerStatus.objects.update_or_create(identity=process_identity(), defaults={
                     "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": model_cache().sources(),
@@ -123,4 +136,4 @@ class WorkerStatusMiddleware(Middleware):
                 logger.warning("Could not record worker status", exc_info=True)
             finally:
                 close_old_connections()
-            self._stop.wait(interval)
+            stop.wait(interval)

@@ -91,7 +91,7 @@ def test_logout_needs_a_post_so_a_link_cannot_sign_someone_out(client, alice):
 def test_the_profile_page_shows_and_updates_the_account(client, alice):
     client.force_login(alice)
     page = client.get(reverse("accounts:profile")).content.decode()
-    assert "alice" in page and "alice@example.com" in page
+    assert 'data-testid="profile-heading">alice</h1>' in page and 'value="alice@example.com"' in page
     response = client.post(reverse("accounts:profile"), {"first_name": "Alice A.", "email": "a@example.com"})
     assert response.status_code == 302
     alice.refresh_from_db()

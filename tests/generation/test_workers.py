@@ -1,7 +1,6 @@
 """Actors really run: on worker threads inside the server (embedded mode), and in a
 separate `rundramatiq` process through a real Redis server (scale-out mode)."""
 
-import atexit
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from generation.services import probe_workers
-from generation.workers import start_embedded_worker
+from generation.workers import start_embedded_worker, stop_embedded_worker
 from tests.conftest import PYTHON, REPO, manage, site_env, stop
 from tests.generation.conftest import stop_worker
 
@@ -25,7 +24,7 @@ def test_an_embedded_worker_thread_executes_an_actor_inside_the_server_process()
     finally:
         # The server registers the worker's stop to run at exit; here the test stops it now, and
         # a second stop at exit would reach for a test database that is gone.
-        atexit.unregister(worker.stop)
+        stop_embedded_worker(worker)
         stop_worker(worker)
     assert probe.answered_at is not None, "no embedded worker thread answered"
     host_pid, thread_name = probe.answered_by.split("/", 1)

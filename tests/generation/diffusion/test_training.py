@@ -201,7 +201,12 @@ def test_exported_directory_loads_with_plain_diffusers_and_generates(trained):
     assert pipe.safety_checker is None
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
-    assert CLIPModel.from_pretrained(out / "clip") is not None
+    # clip/ (CLIP scores and guidance) is the CLIP whose text tower the pipeline encodes prompts with.
+    clip = CLIPModel.from_pretrained(out / "clip").eval()
+    ids = pipe.tokenizer(["a red circle"], padding="max_length", truncation=True,
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(clip.text_model(ids).last_hidden_state, pipe.text_encoder(ids).last_hidden_state)
     preview = json.loads((out / "latent_preview.json").read_text())
     assert np.array(preview["matrix"]).shape == (4, 3) and len(preview["bias"]) == 3
     assert preview["output_range"] == "-1..1"
