@@ -3,6 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def register_builtin(sender, **kwargs):
+    # Imported when migrations are done: this module is loaded before Django has loaded any model.
     from generation.registry import register_builtin_model
 
     register_builtin_model()

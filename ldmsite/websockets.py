@@ -22,6 +22,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
 
 from generation.routing import websocket_urlpatterns
+from ldmsite.accounts.tokens import TokenError, authenticate_token
 
 SUBPROTOCOL = "ldmsite"
 TOKEN_SUBPROTOCOL_PREFIX = "ldmsite.token."
@@ -43,8 +44,6 @@ def token_from_scope(scope) -> tuple[str | None, bool]:
 
 @database_sync_to_async
 def user_for_token(raw: str):
-    from ldmsite.accounts.tokens import TokenError, authenticate_token
-
     try:
         token = authenticate_token(raw)
     except TokenError:

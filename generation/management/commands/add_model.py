@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from generation.diffusion import ModelLoadError
 from generation.registry import add_model
 
 
@@ -16,8 +17,6 @@ class Command(BaseCommand):
         parser.add_argument("--default", action="store_true", help="make it the default model")
 
     def handle(self, *args, source, name, slug, clip_source, default, **options):
-        from generation.diffusion import ModelLoadError
-
         try:
             model = add_model(source, name=name, slug=slug, clip_source=clip_source, make_default=default)
         except ModelLoadError as error:

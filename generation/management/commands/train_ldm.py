@@ -4,6 +4,8 @@ A thin wrapper: the training code lives Django-free in `generation.diffusion.tra
 and is also runnable as `python -m generation.diffusion.training`.
 """
 
+import argparse
+
 from django.core.management.base import BaseCommand
 
 from generation.diffusion.training.cli import build_parser, run
@@ -17,7 +19,5 @@ class Command(BaseCommand):
         build_parser(parser)
 
     def handle(self, *args, **options):
-        import argparse
-
         known = {action.dest for action in build_parser(argparse.ArgumentParser())._actions}
         run(argparse.Namespace(**{k: v for k, v in options.items() if k in known}))
