@@ -130,6 +130,8 @@ class Generation(models.Model):
     nudged_at = models.DateTimeField(null=True, blank=True, help_text="When a queue message was last sent")
     event_seq = models.PositiveBigIntegerField(default=0, help_text="Sequence number of the last event sent")
     metadata = models.JSONField(default=dict, blank=True, help_text="Engine metadata of the run (timings, device)")
+    preview = models.TextField(blank=True, help_text="The latest live preview while running (a data: URL), for "
+                                                     "clients that (re)connect or poll")
 
     objects = GenerationQuerySet.as_manager()
 
