@@ -24,7 +24,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from gallery.models import AuditEntry, BlocklistEntry, FlaggedPrompt
+from gallery.models import AuditEntry, BlocklistEntry, FlaggedPrompt, Image
 from generation.blocklist import BlocklistPatternError, compile_entry, normalize
 from generation.diffusion.request import GenerationRequest, RequestValidationError, validate_request
 from generation.models import DiffusionModel, Generation
@@ -165,14 +165,13 @@ def seconds_until_tomorrow(now: datetime | None = None) -> int:
 
 
 def images_requested_today(owner) -> int:
-    """Images of today's (UTC) jobs that are queued, running or finished well; failed and
-    cancelled jobs give theirs back."""
-    jobs = Generation.objects.filter(
-        owner=owner, created_at__gte=start_of_day(),
-        status__in=[Generation.Status.QUEUED, Generation.Status.RUNNING, Generation.Status.SUCCEEDED],
-    )
-    total = jobs.aggregate(n=Sum(Cast(KT("params__num_images"), IntegerField())))["n"]
-    return int(total or 0)
+    """Images of today's (UTC) jobs that are queued, running or finished well, plus the partial
+    images cancelled jobs kept; failed jobs, and cancelled ones without images, give theirs back."""
+    today = Generation.objects.filter(owner=owner, created_at__gte=start_of_day())
+    jobs = today.filter(status__in=[Generation.Status.QUEUED, Generation.Status.RUNNING, Generation.Status.SUCCEEDED])
+    requested = jobs.aggregate(n=Sum(Cast(KT("params__num_images"), IntegerField())))["n"] or 0
+    kept = Image.objects.filter(generation__in=today.filter(status=Generation.Status.CANCELLED)).count()
+    return int(requested) + kept
 
 
 def check_job_limits(owner, num_images: int) -> None:

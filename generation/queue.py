@@ -80,7 +80,7 @@ def claim_next_job(worker: str, model_id: int | None = None) -> Generation | Non
         now = timezone.now()
         claimed = Generation.objects.filter(pk=candidate, status=Status.QUEUED, cancel_requested=False).update(
             status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
-            attempts=F("attempts") + 1, step=0,
+            attempts=F("attempts") + 1, step=0, preview="",
         )
         if claimed:
             return Generation.objects.select_related("model", "owner").get(pk=candidate)

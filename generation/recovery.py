@@ -52,12 +52,12 @@ def recover_jobs(*, on_startup: bool = False) -> RecoveryReport:
     for job in Generation.objects.filter(status=Status.RUNNING, heartbeat_at__lt=dead_before):
         still_running = Generation.objects.filter(pk=job.pk, status=Status.RUNNING, worker=job.worker)
         if job.cancel_requested:
-            if still_running.update(status=Status.CANCELLED, finished_at=now):
+            if still_running.update(status=Status.CANCELLED, finished_at=now, preview=""):
                 job.refresh_from_db()
                 events.publish(job, "generation.cancelled")
             continue
         if job.attempts < settings.LDM_JOB_MAX_ATTEMPTS:
-            if still_running.update(status=Status.QUEUED, worker="", step=0):
+            if still_running.update(status=Status.QUEUED, worker="", step=0, preview=""):
                 logger.warning("Job %s lost its worker %s; retrying (attempt %d done)", job.pk, job.worker,
                                job.attempts)
                 job.refresh_from_db()
@@ -67,7 +67,7 @@ def recover_jobs(*, on_startup: bool = False) -> RecoveryReport:
             message = (f"The worker running this job stopped responding {job.attempts} times; "
                        "it was not retried again.")
             if still_running.update(
-                status=Status.FAILED, finished_at=now, error_message=message,
+                status=Status.FAILED, finished_at=now, preview="", error_message=message,
                 error_detail=f"heartbeat older than {settings.LDM_HEARTBEAT_TIMEOUT_SECONDS}s; last worker "
                              f"{job.worker}",
             ):

@@ -67,9 +67,56 @@ def people_message(error: BaseException) -> str:
 
 
 def finish(job: Generation, worker: str, **changes) -> bool:
-    """Conditional final update: only the worker that owns the run may finish it."""
+    """Conditional final update: only the worker that owns the run may finish it.
+
+    The live preview is cleared: it is there for clients that (re)connect while the job runs
+    (snapshots show it only then). A finished job has its images instead -- a cancelled one the
+    images of the step it reached -- or its error, and a data: URL kept on every finished row
+    would only make the history heavier."""
     changes.setdefault("finished_at", timezone.now())
+    changes.setdefault("preview", "")
     return bool(Generation.objects.filter(pk=job.pk, status=Status.RUNNING, worker=worker).update(**changes))
+
+
+def store_images(job: Generation, result) -> list:
+    """Store a result's images through the output check (`outputs.store_checked_image`)."""
+    images = []
+    for index, picture in enumerate(result.images):
+        clip_score = result.clip_scores[index] if result.clip_scores else None
+        images.append(store_checked_image(job, index, picture, result.metadata[index],  # output check
+                                          result.parameters[index], clip_score))
+    return images
+
+
+def job_metadata(result) -> dict:
+    """What the job row keeps of the engine's metadata: timings, and for an interrupted run the
+    step it reached (the same in every image's record)."""
+    first = result.metadata[0] if result.metadata else {}
+    metadata = {"timings": first.get("timings", {})}
+    metadata.update({key: first[key] for key in ("interrupted", "interrupted_at_step", "total_steps") if key in first})
+    return metadata
+
+
+def finish_cancelled(job: Generation, worker: str, cancelled) -> None:
+    """A cancelled run keeps what it had (as A1111 returns the partial image on interrupt): after
+    at least one step the engine hands over the decoded x0 estimate, stored like finished images
+    and marked interrupted; the job stays cancelled. Cancelled before the first step: no images.
+
+    No retry can reuse these images as a finished job's: a job whose cancel was requested is
+    never queued again (`recovery`)."""
+    images, changes = [], {}
+    result = cancelled.result
+    if result is not None and result.images:
+        try:
+            images = store_images(job, result)
+        except Exception:  # the cancel still stands; what could not be stored is lost
+            logger.exception("Job %s: the images of the interrupted run could not be stored", job.pk)
+        changes = {"step": cancelled.step, "total_steps": cancelled.total, "metadata": job_metadata(result)}
+    if finish(job, worker, status=Status.CANCELLED, **changes):
+        if images:
+            events.publish(job, "generation.cancelled", images=[image_summary(image) for image in images])
+        else:
+            events.publish(job, "generation.cancelled")
 
 
 def execute_generation(job: Generation, worker: str) -> None:
@@ -95,27 +142,23 @@ def run_claimed_job(job: Generation, worker: str) -> None:
                 if now - last_sent < PREVIEW_INTERVAL_SECONDS and not final:
                     return
                 last_sent = now
-                Generation.objects.filter(pk=job.pk).update(step=progress.step, total_steps=progress.total,
-                                                            heartbeat_at=timezone.now())
+                changes = {"step": progress.step, "total_steps": progress.total, "heartbeat_at": timezone.now()}
                 payload = {"step": progress.step, "total": progress.total,
                            "eta": round(progress.eta_seconds, 1), "elapsed": round(progress.elapsed, 2)}
                 if progress.preview is not None:
-                    payload["preview"] = preview_data_url(progress.preview)
+                    # Kept on the row in the same update, for clients that (re)connect or poll.
+                    payload["preview"] = changes["preview"] = preview_data_url(progress.preview)
+                Generation.objects.filter(pk=job.pk).update(**changes)
                 events.publish(job, "generation.progress", **payload)
 
             def should_cancel() -> bool:
                 return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
             result = diffusion.generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
-                              preview_size=PREVIEW_SIZE)
-            images = []
-            for index, picture in enumerate(result.images):
-                clip_score = result.clip_scores[index] if result.clip_scores else None
-                images.append(store_checked_image(job, index, picture, result.metadata[index],  # output check
-                                                  result.parameters[index], clip_score))
-        except diffusion.GenerationCancelled:
-            if finish(job, worker, status=Status.CANCELLED):
-                events.publish(job, "generation.cancelled")
+                                        preview_size=PREVIEW_SIZE)
+            images = store_images(job, result)
+        except diffusion.GenerationCancelled as cancelled:
+            finish_cancelled(job, worker, cancelled)
             return
         except Exception as error:  # every failure becomes a definite, explained state
             logger.exception("Job %s failed", job.pk)
@@ -125,7 +168,6 @@ def run_claimed_job(job: Generation, worker: str) -> None:
                 events.publish(job, "generation.failed", message=message)
             return
 
-        metadata = {"timings": result.metadata[0].get("timings", {}) if result.metadata else {}}
-        if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
+        if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=job_metadata(result)):
             events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
 

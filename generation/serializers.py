@@ -170,8 +170,7 @@ class GenerationSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ImageSummarySerializer(many=True))
     def get_images(self, job) -> list:
-        if job.status != Generation.Status.SUCCEEDED:
-            return []
+        # A succeeded job's images, or what a cancelled one had made when it was interrupted.
         return [image_summary(image) for image in sorted(job.images.all(), key=lambda image: image.index)]
 
     def get_url(self, job) -> str:

@@ -6,10 +6,14 @@ from generation.models import Generation
 from generation.outputs import image_summary
 from generation.queue import queue_position
 
+# States whose images a snapshot lists: a finished job's, and an interrupted one's (the step it reached).
+WITH_IMAGES = (Generation.Status.SUCCEEDED, Generation.Status.CANCELLED)
+
 
 def job_snapshot(job: Generation) -> dict:
     position, eta = queue_position(job)
     params = job.params
+    running = job.status == Generation.Status.RUNNING
     return {
         "type": "generation.snapshot",
         "job": job.pk,
@@ -25,7 +29,11 @@ def job_snapshot(job: Generation) -> dict:
         "created_at": job.created_at.isoformat(),
         "error": job.error_message or None,
         "timings": job.metadata.get("timings") if job.is_final else None,
-        "images": [image_summary(image) for image in job.images.all()] if job.status == Generation.Status.SUCCEEDED else [],
+        # The latest live preview (a data: URL) while the job runs, so that a client that
+        # (re)connects shows the image at once instead of a blank until the next step's event.
+        "preview": (job.preview or None) if running else None,
+        "interrupted": bool(job.metadata.get("interrupted")),  # cancelled after a step: its images are partial
+        "images": [image_summary(image) for image in job.images.all()] if job.status in WITH_IMAGES else [],
         "url": reverse("generation:detail", args=[job.pk]),
         "cancel_url": reverse("generation:cancel", args=[job.pk]),
     }

@@ -9,7 +9,9 @@ The denoising loop is the pipeline's own ``__call__``; the engine adds to it onl
 two hooks diffusers offers, so that with CLIP guidance and autoguidance off its pixels are exactly
 those of a plain ``pipeline(...)`` call with the same scheduler, seeds and parameters:
 
-- ``callback_on_step_end`` (after every step): the cancel check, progress/ETA and the preview;
+- ``callback_on_step_end`` (after every step): the cancel check, progress/ETA and the preview.
+  A cancel after the first step sets the pipeline's own interrupt flag and hands it the current
+  x0 estimate as its latents, so the pipeline skips the steps left and decodes what the run has;
 - a wrapper around the job's own scheduler ``step`` that sees the noise prediction the sampler
   is about to use. It remembers the noise level and model output so the preview can show the
   predicted clean latents x0, and on CLIP-guided steps it moves that noise prediction along the
@@ -34,6 +36,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -84,22 +87,38 @@ class StepProgress:
 
 
 class GenerationCancelled(Exception):
-    """The cancel check returned true; the job stopped after ``step`` of ``total`` steps."""
+    """The cancel check returned true; the job stopped after ``step`` of ``total`` steps.
 
-    def __init__(self, step: int, total: int):
+    ``result``: what the run had when it stopped (as A1111 returns on interrupt), or ``None``
+    when it stopped before the first step. Its images are the current estimate of the clean
+    image (x0) decoded by the VAE; its metadata records ``"interrupted": true``,
+    ``"interrupted_at_step"`` and ``"total_steps"``.
+    """
+
+    def __init__(self, step: int, total: int, result: "GenerationResult | None" = None):
         self.step = step
         self.total = total
+        self.result = result
         super().__init__(f"cancelled after step {step} of {total}")
 
 
 @dataclass
 class GenerationResult:
+    """What a run made. ``metadata`` and ``timings`` are strict JSON by construction (see
+    :func:`json_safe`): ``json.dumps(..., allow_nan=False)`` takes them, and so does a database's
+    JSON check."""
+
     images: list[Image.Image]
     seeds: list[int]
     clip_scores: list[float] | None
     metadata: list[dict[str, Any]]  # one per image
     parameters: list[str]  # one A1111 infotext per image
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # The one place where the engine's metadata becomes JSON: every record passes here.
+        self.metadata = [json_safe(record) for record in self.metadata]
+        self.timings = json_safe(self.timings)
 
 
 def library_versions() -> dict[str, str]:
@@ -118,9 +137,44 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _jsonable(value: Any) -> Any:
-    """Scheduler configs hold tuples, numpy scalars and arrays; make them plain JSON."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON data: what ``json.dumps(value, allow_nan=False)`` accepts.
+
+    Scheduler configs hold tuples, numpy scalars and arrays, and non-finite floats (diffusers'
+    ``DPMSolverMultistepScheduler`` has ``lambda_min_clipped = -inf``, which Python's json would
+    write as ``-Infinity``: not JSON, and SQLite's JSON_VALID check refuses the row). So:
+
+    - a non-finite float becomes the string ``float()`` reads back: ``"inf"``, ``"-inf"``,
+      ``"nan"``. A string rather than null, so that ``"lambda_min_clipped": "-inf"`` still says
+      "no clipping" and ``float(value)`` restores it;
+    - numpy and torch scalars and arrays become Python numbers and (nested) lists (``tolist``);
+      tuples and sets become lists; mappings dicts, their keys strings (JSON's own spelling for
+      non-string keys: ``1`` -> ``"1"``, ``None`` -> ``"null"``);
+    - anything else (a dtype, a path) becomes its ``str``.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)  # a plain str, also for str subclasses (enums)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(float(value))  # 'inf', '-inf', 'nan'
+    if isinstance(value, Mapping):
+        return {_json_key(key): json_safe(item) for key, item in value.items()}
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
+        plain = value.tolist()
+        return json_safe(plain) if plain is not value else str(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(item) for item in value]
+    return str(value)
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return str.__str__(key)
+    safe = json_safe(key)
+    return safe if isinstance(safe, str) else json.dumps(safe)
 
 
 # The top noise level of Stable Diffusion's own schedule (scaled-linear betas 0.00085-0.012 at
@@ -306,6 +360,7 @@ class _Job:
     preview: LatentPreview | None  # the projection, when someone watches progress
     observer: _StepObserver
     clock: _Clock
+    interrupted: tuple[int, int] | None = None  # (step, total) where the cancel check stopped the run
 
 
 def generate(model: LoadedModel, request: GenerationRequest, *,
@@ -317,16 +372,21 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     ``on_progress`` is called after every step with a :class:`StepProgress` (its preview is
     computed when first read). ``should_cancel`` is consulted before the run and
     after every step; when it returns true the run stops right there and
-    :class:`GenerationCancelled` is raised. ``preview_size`` bounds the preview's longer side
+    :class:`GenerationCancelled` is raised: before the first step with no result, after it with
+    the images the run has so far (its ``result``: the current x0 estimate decoded, marked as
+    interrupted). ``preview_size`` bounds the preview's longer side
     (``None``: latent resolution, e.g. 64x64 for a 512x512 SD image).
     """
     clock = _Clock(started=time.perf_counter())
     check_inputs(model, request)
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled(0, request.steps)
-    job = prepare(model, request, clock, watched=on_progress is not None)
+    job = prepare(model, request, clock, watched=on_progress is not None, cancellable=should_cancel is not None)
     images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
-    return describe(model, request, job, images)
+    result = describe(model, request, job, images)
+    if job.interrupted is not None:
+        raise GenerationCancelled(*job.interrupted, result=result)
+    return result
 
 
 def check_inputs(model: LoadedModel, request: GenerationRequest) -> None:
@@ -338,10 +398,12 @@ def check_inputs(model: LoadedModel, request: GenerationRequest) -> None:
         raise ValueError(f"model {model.name} has no guide UNet (guide_unet/); autoguidance needs one")
 
 
-def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, watched: bool) -> _Job:
+def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, watched: bool,
+            cancellable: bool = False) -> _Job:
     """This job's scheduler, its pipeline object (with the autoguidance wrapper in place of the
     UNet when asked), the per-image generators, CLIP guidance and -- when someone ``watched``
-    the steps -- the preview projection.
+    the steps -- the preview projection. The step observer keeps each step's x0 estimate when
+    there is a preview to show or a run that may be interrupted (``cancellable``).
 
     Prompt embeddings are left to the pipeline's own ``__call__`` (SDXL's pooled and size
     conditioning included), which keeps the result exactly that of plain diffusers.
@@ -355,7 +417,7 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
     guidance = _ClipGuidance(model, request) if request.clip_guidance else None
     preview = model.latent_preview() if watched else None
-    observer = _StepObserver(scheduler, track=preview is not None, guidance=guidance)
+    observer = _StepObserver(scheduler, track=preview is not None or cancellable, guidance=guidance)
     return _Job(scheduler=scheduler, pipe=pipe, generators=generators, guidance=guidance, preview=preview,
                 observer=observer, clock=clock)
 
@@ -363,7 +425,8 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
 def run(job: _Job, request: GenerationRequest, *, on_progress: Callable[[StepProgress], None] | None,
         should_cancel: Callable[[], bool] | None, preview_size: int | None) -> list[Image.Image]:
     """The denoising: the pipeline's own ``__call__``, with the cancel check and progress after
-    every step (``callback_on_step_end``); returns the decoded images."""
+    every step (``callback_on_step_end``); returns the decoded images (after an interrupt, those
+    of the last x0 estimate: ``job.interrupted`` says so)."""
     clock = job.clock
     step_end = _step_end_callback(job, on_progress, should_cancel, preview_size)
     clock.call_started = time.perf_counter()
@@ -389,6 +452,18 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
     """The pipeline's ``callback_on_step_end``: cancel check, then progress with a lazy preview."""
     clock, observer = job.clock, job.observer
 
+    def interrupt(pipeline, done, total, tensors):
+        """Stop after this step and keep what the run has, as A1111 does: the pipeline's own
+        interrupt flag skips the steps left, and the latents it then decodes (its own decode:
+        VAE upcasting, latents mean and std) are the current x0 estimate."""
+        if job.interrupted is not None or not hasattr(pipeline, "_interrupt"):
+            raise GenerationCancelled(done, total)  # a pipeline that has no interrupt flag, or ignores it
+        job.interrupted = (done, total)
+        pipeline._interrupt = True
+        latents = tensors["latents"]
+        x0 = observer.x0()
+        return {"latents": latents if x0 is None else x0.to(device=latents.device, dtype=latents.dtype)}
+
     def on_step_end(pipeline, index, timestep, tensors):
         now = time.perf_counter()
         try:
@@ -406,7 +481,7 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
             cancel = should_cancel()
             clock.caller += time.perf_counter() - asked
             if cancel:
-                raise GenerationCancelled(index + 1, total)
+                return interrupt(pipeline, index + 1, total, tensors)
         if on_progress is not None:
             last = observer.last
             latents = tensors["latents"]
@@ -434,7 +509,8 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
 
 
 def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: list[Image.Image]) -> GenerationResult:
-    """The result: CLIP scores, timings, one metadata record and one A1111 infotext per image."""
+    """The result: CLIP scores, timings, one metadata record and one A1111 infotext per image
+    (an interrupted run's records say ``"interrupted": true`` and the step it reached)."""
     clock = job.clock
     scores = None
     score_started = time.perf_counter()
@@ -460,8 +536,7 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
     wrapping_up = time.perf_counter()
     common = {
         "model": model.describe(),
-        "scheduler": {"class": type(job.scheduler).__name__,
-                      "config": _jsonable({k: v for k, v in job.scheduler.config.items()})},
+        "scheduler": {"class": type(job.scheduler).__name__, "config": dict(job.scheduler.config)},
         "versions": library_versions(),
         **model.precision.to_dict(),
         "rng": "torch.Generator('cpu') per image, seeded seed + image_index",
@@ -469,6 +544,8 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
         "preview_projection": job.preview.source if job.preview is not None else None,
     }
+    if job.interrupted is not None:
+        common.update(interrupted=True, interrupted_at_step=job.interrupted[0], total_steps=job.interrupted[1])
     metadata, parameters = [], []
     fields = request.to_dict()
     for index, seed in enumerate(request.seeds):

@@ -116,7 +116,11 @@ _SPECS: list[SamplerSpec] = [
     # DPM++ SDE Karras (DPMSolverSDEScheduler) is appended below only when torchsde is installed:
     # its Brownian-tree noise is implemented with torchsde, which is not in requirements.txt.
     SamplerSpec("UniPC", "UniPCMultistepScheduler", {}, aliases=("unipc", "uni_pc")),
-    SamplerSpec("PNDM", "PNDMScheduler", {}, aliases=("plms", "PLMS", "pndm")),
+    # PLMS as A1111 and Stable Diffusion's own scheduler configs run it: without the Runge-Kutta
+    # warm-up steps, which need at least 4 steps (diffusers' default, skip_prk_steps=False, failed
+    # every job of fewer steps on a model whose config was written for another scheduler, e.g.
+    # the built-in model's Euler config).
+    SamplerSpec("PNDM", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("plms", "PLMS", "pndm")),
     SamplerSpec("LMS", "LMSDiscreteScheduler", {}, aliases=("k_lms", "lms")),
     SamplerSpec("LMS Karras", "LMSDiscreteScheduler", _KARRAS, aliases=("k_lms_karras", "lms_karras")),
     SamplerSpec("Heun", "HeunDiscreteScheduler", {}, aliases=("k_heun", "heun")),

@@ -4,8 +4,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from PIL import Image as Picture
 
 from generation.models import Generation
+from generation.outputs import store_generated_image
 from generation.services import submit_generation
 from tests.api.conftest import client_for, make_token
 
@@ -88,3 +90,16 @@ def test_a_burst_of_n_plus_ten_submissions_accepts_exactly_n(live_server, tiny_m
     assert statuses == [202] * quota + [429] * 10
     assert all(limit == "daily_images" and int(retry) >= 1 for status, retry, limit in results if status == 429)
     assert Generation.objects.filter(owner=alice).count() == quota
+
+
+def test_the_daily_quota_counts_the_partial_images_a_cancelled_job_kept(tiny_model, alice, settings):
+    settings.LDM_DAILY_IMAGE_QUOTA = 3
+    client = client_for(alice)
+    interrupted = Generation.objects.get(pk=client.post("/api/v1/generations/", {**JOB, "num_images": 2},
+                                                        format="json").json()["id"])
+    Generation.objects.filter(pk=interrupted.pk).update(status=Generation.Status.CANCELLED)
+    store_generated_image(interrupted, 0, Picture.new("RGB", (32, 32)), {"seed": 1, "interrupted": True}, "x", None)
+    assert client.post("/api/v1/generations/", {**JOB, "num_images": 3}, format="json").status_code == 429, \
+        "the one image it kept still counts: 1 + 3 is over 3"
+    assert client.post("/api/v1/generations/", {**JOB, "num_images": 2}, format="json").status_code == 202, \
+        "the image it did not make is given back"

@@ -53,10 +53,16 @@ def broker():
     broker.flush_all()
 
 
-@pytest.fixture
-def worker(broker):
+def start_worker(broker) -> dramatiq.Worker:
+    """A real Dramatiq worker (one thread) consuming `broker`; stop it with `stop_worker`."""
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
+    return worker
+
+
+@pytest.fixture
+def worker(broker):
+    worker = start_worker(broker)
     yield worker
     stop_worker(worker)
 

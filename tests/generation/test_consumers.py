@@ -7,6 +7,7 @@ from django.test import Client
 
 from generation import events
 from generation.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from generation.models import Generation
 from generation.services import submit_generation
 from ldmsite.websockets import websocket_application
 
@@ -105,4 +106,16 @@ async def test_the_personal_stream_carries_all_my_jobs_and_nobody_elses(tiny_mod
     message = await communicator.receive_json_from(timeout=5)
     assert (message["type"], message["job"]) == ("generation.started", mine_2.pk)
     assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+
+
+async def test_a_client_that_reconnects_to_a_running_job_sees_its_latest_preview_at_once(tiny_model, alice):
+    job = await new_job(alice)
+    preview = "data:image/webp;base64,UklGRg=="
+    await sync_to_async(Generation.objects.filter(pk=job.pk).update)(status="running", step=2, total_steps=3,
+                                                                     preview=preview)
+    communicator, connected, _ = await open_socket(f"/ws/generations/{job.pk}/", user=alice)
+    assert connected
+    snapshot = await communicator.receive_json_from()
+    assert (snapshot["status"], snapshot["step"], snapshot["preview"]) == ("running", 2, preview)
     await communicator.disconnect()

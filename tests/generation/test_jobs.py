@@ -11,8 +11,10 @@ from generation import events
 from generation.models import Generation
 from generation.admission import Refusal
 from generation.queue import claim_next_job, fair_order, queue_position
+from generation.outputs import image_summary
 from generation.recovery import recover_jobs
 from generation.services import cancel_generation, submit_generation
+from generation.snapshots import job_snapshot
 from generation.tasks import run_generation
 from tests.generation.conftest import run_queue
 
@@ -125,9 +127,10 @@ def test_a_model_that_cannot_load_fails_the_job_with_a_message_a_person_understa
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancelling_a_running_job_stops_it_within_a_step(tiny_model, alice, broker, worker, monkeypatch):
+def test_cancelling_a_running_job_stops_it_within_a_step_and_keeps_the_image_it_had(
+        tiny_model, alice, broker, worker, monkeypatch):
     job = submit(alice, steps=40)
-    seen_steps = []
+    seen_steps, cancelled_events = [], []
     original = events.publish
 
     def cancel_at_step_two(job_obj, event_type, **payload):
@@ -135,6 +138,8 @@ def test_cancelling_a_running_job_stops_it_within_a_step(tiny_model, alice, brok
             seen_steps.append(payload["step"])
             if payload["step"] >= 2:
                 Generation.objects.filter(pk=job_obj.pk).update(cancel_requested=True)
+        if event_type == "generation.cancelled":
+            cancelled_events.append(payload)
         return original(job_obj, event_type, **payload)
 
     monkeypatch.setattr(events, "publish", cancel_at_step_two)
@@ -143,7 +148,65 @@ def test_cancelling_a_running_job_stops_it_within_a_step(tiny_model, alice, brok
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
     assert max(seen_steps) <= 3, f"ran on after the cancel: steps {seen_steps}"
-    assert not Image.objects.filter(generation=job).exists()
+    # As A1111 returns the partial image on interrupt: the estimate at the step it reached.
+    [image] = Image.objects.filter(generation=job)
+    reached = image.metadata["interrupted_at_step"]
+    assert image.metadata["interrupted"] is True and 2 <= reached <= 3 and image.metadata["total_steps"] == 40
+    assert job.metadata["interrupted"] is True and job.metadata["interrupted_at_step"] == reached == job.step
+    with image.file.open("rb") as handle:
+        png = PILImage.open(handle)
+        png.load()
+        assert png.size == (32, 32) and "Seed: 7" in png.text["parameters"]
+    assert image.owner == alice and not image.saved and image.visibility == "private"
+    assert cancelled_events == [{"images": [image_summary(image)]}]
+    snapshot = job_snapshot(job)
+    assert snapshot["images"] == [image_summary(image)] and snapshot["interrupted"] is True
+    assert snapshot["preview"] is None and job.preview == "", "the images replace the live preview"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_before_its_first_step_keeps_no_image(tiny_model, alice, broker, worker, monkeypatch):
+    job = submit(alice)
+    original = events.publish
+
+    def cancel_when_started(job_obj, event_type, **payload):
+        if event_type == "generation.started":
+            Generation.objects.filter(pk=job_obj.pk).update(cancel_requested=True)
+        return original(job_obj, event_type, **payload)
+
+    monkeypatch.setattr(events, "publish", cancel_when_started)
+    run_queue(broker, worker)
+    job.refresh_from_db()
+    assert (job.status, job.step) == (Status.CANCELLED, 0)
+    assert not Image.objects.filter(generation=job).exists() and "interrupted" not in job.metadata
+    assert job_snapshot(job)["images"] == [] and job_snapshot(job)["interrupted"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_keeps_its_latest_preview_on_the_row_and_in_its_snapshot(
+        tiny_model, alice, broker, worker, monkeypatch):
+    job = submit(alice, steps=4)
+    seen = []
+    original = events.publish
+
+    def look_at_the_row(job_obj, event_type, **payload):
+        if event_type == "generation.progress":
+            row = Generation.objects.get(pk=job_obj.pk)
+            seen.append((payload["step"], payload["preview"], row.step, row.preview, job_snapshot(row)["preview"]))
+        return original(job_obj, event_type, **payload)
+
+    monkeypatch.setattr(events, "publish", look_at_the_row)
+    monkeypatch.setattr("generation.runner.PREVIEW_INTERVAL_SECONDS", 0)
+    run_queue(broker, worker)
+    assert [step for step, *_ in seen] == [1, 2, 3, 4]
+    for step, sent, row_step, stored, in_snapshot in seen:
+        assert sent.startswith("data:image/webp;base64,")
+        assert (row_step, stored, in_snapshot) == (step, sent, sent), "the same update records the step and preview"
+    assert len({sent for _, sent, *_ in seen}) > 1, "each step's own preview"
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED and job.preview == "", "once the images exist the preview goes"
+    snapshot = job_snapshot(job)
+    assert snapshot["preview"] is None and len(snapshot["images"]) == 1
 
 
 def test_cancelling_a_queued_job_is_immediate(tiny_model, alice):

@@ -5,13 +5,16 @@ import importlib
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
 
-from generation.diffusion import ModelLoadError, load_pipeline, read_model_defaults, validate_request
+from generation.diffusion import (ModelLoadError, directory_content_hash, load_pipeline, read_model_defaults,
+                                  validate_request)
 from generation.models import DiffusionModel
 from generation.registry import BUILTIN_SLUG, add_model, register_builtin_model
 
@@ -57,6 +60,35 @@ def test_the_engine_the_cli_and_the_site_give_the_built_in_model_the_same_defaul
                                    limits)
         assert (request.sampler, request.guidance_scale, request.autoguidance_scale) == ("Euler Karras", 1.5, 1.0)
         assert (request.steps, request.width, request.height) == (25, 64, 64)
+
+
+@pytest.mark.django_db
+def test_the_built_in_model_is_registered_with_the_hash_the_engine_writes_into_its_pngs(builtin_loaded):
+    """One model identity: the registry's revision is the loaded model's content hash, whose first
+    10 hex digits are the PNG's "Model hash" (and the A1111 API's hash)."""
+    DiffusionModel.objects.all().delete()
+    registered = register_builtin_model()
+    assert registered.revision == builtin_loaded.content_hash and len(registered.revision) == 64
+    assert builtin_loaded.short_hash == registered.revision[:10]
+
+
+@pytest.mark.django_db
+def test_an_existing_built_in_row_without_a_hash_gets_it_at_the_next_migrate():
+    DiffusionModel.objects.filter(slug=BUILTIN_SLUG).update(revision="", default_guidance_scale=4.0)
+    register_builtin_model()
+    model = DiffusionModel.objects.get(slug=BUILTIN_SLUG)
+    assert model.revision == directory_content_hash(settings.LDM_BUILTIN_MODEL_DIR)
+    assert model.default_guidance_scale == 4.0, "only the hash is filled in"
+
+
+def test_the_content_hash_is_computed_without_loading_torch():
+    code = ("import sys; from generation.diffusion import directory_content_hash; "
+            f"print(directory_content_hash({str(settings.LDM_BUILTIN_MODEL_DIR)!r})); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=str(settings.BASE_DIR))
+    assert result.returncode == 0, result.stderr
+    digest, torch_loaded = result.stdout.split()
+    assert digest == directory_content_hash(settings.LDM_BUILTIN_MODEL_DIR) and torch_loaded == "False"
 
 
 @pytest.mark.django_db

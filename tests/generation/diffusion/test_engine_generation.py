@@ -171,12 +171,13 @@ def test_previews_use_published_factors_for_sd_families_and_fit_the_tiny_model_o
     assert engine_model.latent_preview() is preview
 
 
-def test_cancel_stops_within_one_step_and_reports_a_cancellation(engine_model, make_request):
+def test_cancel_stops_within_one_step_and_keeps_the_image_it_has(engine_model, make_request):
     unet_calls, decodes = [], []
     pipeline = engine_model.pipeline
     hook = pipeline.unet.register_forward_hook(lambda *args: unet_calls.append(1))
     original_decode = pipeline.vae.decode
     cancel = {"flag": False}
+    engine_model.latent_preview()  # fitted (with VAE decodes) once per model: not this job's decode
 
     def on_progress(progress):
         if progress.step == 2:
@@ -185,21 +186,56 @@ def test_cancel_stops_within_one_step_and_reports_a_cancellation(engine_model, m
     try:
         pipeline.vae.decode = lambda *a, **k: decodes.append(1) or original_decode(*a, **k)
         with pytest.raises(GenerationCancelled) as caught:
-            generate(engine_model, make_request(steps=20), on_progress=on_progress,
+            generate(engine_model, make_request(steps=20, num_images=2), on_progress=on_progress,
                      should_cancel=lambda: cancel["flag"])
     finally:
         hook.remove()
         del pipeline.vae.decode
     assert caught.value.step == 3 and caught.value.total == 20
-    assert len(unet_calls) == 3
-    assert decodes == []  # no VAE decode of an abandoned image
+    assert len(unet_calls) == 3, "no step after the cancel"
+    assert decodes == [1], "one VAE decode: the images the run had (A1111 returns them on interrupt)"
     assert not isinstance(caught.value, (ValueError, RuntimeError))
+    result = caught.value.result
+    assert [image.size for image in result.images] == [(TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)] * 2
+    assert result.seeds == [7, 8]
+    for meta in result.metadata:
+        assert (meta["interrupted"], meta["interrupted_at_step"], meta["total_steps"]) == (True, 3, 20)
+        assert meta["steps"] == 20, "the request as asked"
+
+
+def test_an_interrupted_image_is_the_x0_estimate_so_at_the_last_step_it_is_the_finished_image(
+        engine_model, make_request):
+    """Interrupted at step k, the run decodes its estimate of the clean image at step k (what the
+    preview shows), not the noisy latents; at the last step of Euler that estimate is where the
+    sampler lands, so the kept image is the finished one. Without a progress callback too."""
+    request = make_request(steps=6, sampler="Euler")
+    finished = generate(engine_model, request).images[0]
+    reached = {"step": 0}
+
+    def cancel_at(step):
+        reached["step"] = 0
+
+        def should_cancel():
+            reached["step"] += 1
+            return reached["step"] > step  # the first call is the check before the run
+        return should_cancel
+
+    with pytest.raises(GenerationCancelled) as last:
+        generate(engine_model, request, should_cancel=cancel_at(6))
+    assert last.value.step == 6 and last.value.result.metadata[0]["interrupted_at_step"] == 6
+    assert np.abs(pixels(last.value.result.images[0]) - pixels(finished)).max() <= 1
+    with pytest.raises(GenerationCancelled) as early:
+        generate(engine_model, request, should_cancel=cancel_at(2))
+    partial = pixels(early.value.result.images[0])
+    assert early.value.step == 2 and np.abs(partial - pixels(finished)).mean() > 1, "an earlier estimate"
+    assert partial.std() < 60, "a smooth estimate, not decoded noise"
 
 
 def test_a_job_cancelled_before_it_starts_runs_nothing(engine_model, make_request):
     with pytest.raises(GenerationCancelled) as caught:
         generate(engine_model, make_request(), should_cancel=lambda: True)
     assert caught.value.step == 0
+    assert caught.value.result is None, "no step, no image"
 
 
 def test_metadata_records_everything_needed_to_reproduce_the_image(engine_model, make_request):
