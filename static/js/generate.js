@@ -183,9 +183,10 @@
     const error = $("job-error");
     error.hidden = !state.error;
     error.textContent = state.error || "";
-    // The finished image replaces the rough step preview.
-    $("preview").closest(".preview-frame").hidden = state.status === "succeeded";
-    if (state.status === "succeeded" && state.images) renderResults(state.images);
+    // The finished image (or what an interrupted job kept) replaces the rough step preview.
+    const hasImages = (state.status === "succeeded" || state.status === "cancelled") && state.images && state.images.length;
+    $("preview").closest(".preview-frame").hidden = Boolean(hasImages);
+    if (hasImages) renderResults(state.images);
   }
 
   function renderResults(images) {
