@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from generation import diffusion  # load_pipeline loads torch on first use (PEP 562)
+from generation.diffusion.hashing import directory_content_hash
 from generation.diffusion.request import ModelLimits, read_model_defaults
 from generation.models import DiffusionModel
 from generation.workers import resolve_source
@@ -41,7 +42,10 @@ def register_builtin_model() -> DiffusionModel | None:
 
     Read without loading the weights (this runs after every migrate), so the built-in model's
     ``ldmsite_defaults.json`` states every default and maximum (a test holds the loaded model's
-    limits equal to the registered ones).
+    limits equal to the registered ones). Its ``revision`` is the directory's content hash, the
+    digest the engine writes into every PNG ("Model hash": its first 10 hex digits) and the A1111
+    API reports (docs/API.md); an existing row gets it when it has none, or a new one when the
+    shipped files changed.
     """
     directory = Path(settings.LDM_BUILTIN_MODEL_DIR)
     if not (directory / "model_index.json").exists():
@@ -50,10 +54,14 @@ def register_builtin_model() -> DiffusionModel | None:
     limits = ModelLimits.for_model(has_clip=(directory / "clip" / "config.json").is_file(),
                                    has_guide_unet=(directory / "guide_unet" / "config.json").is_file(),
                                    **read_model_defaults(directory))
+    revision = directory_content_hash(directory)
     with transaction.atomic():
         model, created = DiffusionModel.objects.get_or_create(
-            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, **stored_limits(limits)}
+            slug=BUILTIN_SLUG, defaults={**BUILTIN_DEFAULTS, **stored_limits(limits), "revision": revision}
         )
+        if model.revision != revision:
+            model.revision = revision
+            model.save(update_fields=["revision"])
         if created and not DiffusionModel.objects.filter(is_default=True).exists():
             model.is_default = True
             model.save(update_fields=["is_default"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .hashing import SHORT_HASH_DIGITS, directory_content_hash, short_hash
 from .pngmeta import format_parameters, parse_parameters, read_png_metadata, read_png_parameters, write_png
 from .request import (MAX_PROMPT_CHARS, MAX_SEED, MODEL_DEFAULTS_FILE, REQUEST_FIELDS, GenerationRequest,
                       ModelDefaultsError, ModelLimits, ModelLoadError, RequestValidationError, read_model_defaults,
@@ -39,7 +40,6 @@ _LAZY = {
     # loading and caching
     "load_pipeline": "loading",
     "LoadedModel": "loading",
-    "directory_content_hash": "loading",
     "ModelCache": "cache",
     # precision
     "choose_device_and_dtype": "precision",
@@ -59,7 +59,7 @@ _LAZY = {
 __all__ = [
     "GenerationRequest", "ModelLimits", "RequestValidationError", "validate_request", "REQUEST_FIELDS",
     "MAX_PROMPT_CHARS", "MAX_SEED", "ModelLoadError", "ModelDefaultsError", "MODEL_DEFAULTS_FILE",
-    "read_model_defaults",
+    "read_model_defaults", "directory_content_hash", "short_hash", "SHORT_HASH_DIGITS",
     "SAMPLERS", "SAMPLER_ALIASES", "DPMPP_SDE_AVAILABLE", "resolve_sampler", "build_scheduler",
     "write_png", "read_png_parameters", "read_png_metadata", "format_parameters", "parse_parameters",
     *_LAZY,
@@ -83,6 +83,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .clip import ClipBundle, clip_score, clip_scores, spherical_dist_loss
     from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
                          guided_step_indices, library_versions)
-    from .loading import LoadedModel, directory_content_hash, load_pipeline
+    from .loading import LoadedModel, load_pipeline
     from .precision import DevicePrecision, choose_device_and_dtype, cpu_has_fast_bf16
     from .preview import LatentPreview, fit_latent_preview, latents_to_preview

@@ -25,10 +25,8 @@ source and says what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,19 +37,16 @@ import torch
 
 from .autoguidance import guide_unet_path, load_guide_unet
 from .clip import CLIP_MEAN, CLIP_STD, ClipBundle
+from .hashing import directory_content_hash
 from .precision import DevicePrecision, choose_device_and_dtype, dtype_name
 from .preview import PREVIEW_FILE_NAME, LatentPreview, fitted_latent_preview, known_latent_preview
-from .request import (MODEL_DEFAULTS_FILE, ModelDefaultsError, ModelLimits, ModelLoadError,
+from .request import (ModelDefaultsError, ModelLimits, ModelLoadError,
                       limits_with_model_defaults, read_model_defaults)
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 CLIP_SUBFOLDER = "clip"
-_NOT_HASHED_FOLDERS = {"safety_checker", "feature_extractor", ".git", ".cache", ".huggingface"}
-# Defaults decide what a request that leaves fields out asks for, never what a given request
-# makes, so tuning them keeps the hash (and the "Model hash" of every earlier image).
-_NOT_HASHED_ROOT_FILES = {MODEL_DEFAULTS_FILE}
 
 
 @dataclass(eq=False)
@@ -129,53 +124,6 @@ def module_nbytes(module: torch.nn.Module) -> int:
     for tensor in list(module.parameters()) + list(module.buffers()):
         total += tensor.numel() * tensor.element_size()
     return total
-
-
-# ----------------------------------------------------------------------------------- hashing
-
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-_FILE_HASHES_LOCK = threading.Lock()
-
-
-def _file_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _FILE_HASHES_LOCK:
-        cached = _FILE_HASHES.get(key)
-    if cached:
-        return cached
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _FILE_HASHES_LOCK:
-        _FILE_HASHES[key] = value
-    return value
-
-
-def directory_content_hash(path: str | Path) -> str:
-    """sha256 over every file (relative path and content) that determines the model's output.
-
-    Safety checker, feature extractor and VCS folders and the defaults file
-    (``ldmsite_defaults.json``) are left out. File digests are memoised
-    by (path, size, mtime), so reloading an evicted model does not re-read gigabytes.
-    """
-    root = Path(path)
-    digest = hashlib.sha256()
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if d not in _NOT_HASHED_FOLDERS and not d.startswith("."))
-        for filename in filenames:
-            if filename.startswith(".") or (dirpath == str(root) and filename in _NOT_HASHED_ROOT_FILES):
-                continue
-            files.append(Path(dirpath) / filename)
-    for file in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(file.relative_to(root).as_posix().encode())
-        digest.update(b"\0")
-        digest.update(_file_sha256(file).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- loading

@@ -46,7 +46,7 @@ def add_error_responses(result, generator, request, public):
             codes = ["401", "403", "429"]
             if "{" in route:
                 codes.append("404")
-            if route.startswith("/sdapi/"):
+            if route.startswith(("/sdapi/", "/internal/")):  # A1111 views: refused input is a 422
                 if method == "post":
                     codes.append("422")
             else:

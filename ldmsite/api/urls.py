@@ -1,4 +1,5 @@
-"""REST API routes: /api/v1/ (ldmsite's own), /api/schema/ and /api/docs/, and /sdapi/v1/ (A1111).
+"""REST API routes: /api/v1/ (ldmsite's own), /api/schema/ and /api/docs/, /sdapi/v1/ and two of
+/internal/ (A1111).
 
 See docs/API.md. Object ids in paths are at most 18 digits, so an absurd id is a 404
 rather than a database overflow.
@@ -54,27 +55,41 @@ v1 = [
     path("explore/", gallery_api.Explore.as_view(), name="explore"),
 ]
 
-sdapi = [
-    path("txt2img", a1111.Txt2Img.as_view(**A1111_AUTHENTICATION), name="a1111-txt2img"),
-    path("progress", a1111.Progress.as_view(**A1111_AUTHENTICATION), name="a1111-progress"),
-    path("interrupt", a1111.Interrupt.as_view(**A1111_AUTHENTICATION), name="a1111-interrupt"),
-    path("sd-models", a1111.SdModels.as_view(**A1111_AUTHENTICATION), name="a1111-sd-models"),
-    path("samplers", a1111.Samplers.as_view(**A1111_AUTHENTICATION), name="a1111-samplers"),
-    path("schedulers", a1111.Schedulers.as_view(**A1111_AUTHENTICATION), name="a1111-schedulers"),
-    path("options", a1111.Options.as_view(**A1111_AUTHENTICATION), name="a1111-options"),
+# /sdapi/v1/<route>, named a1111-<route>.
+A1111_ROUTES = {
+    "txt2img": a1111.Txt2Img, "progress": a1111.Progress, "interrupt": a1111.Interrupt, "skip": a1111.Skip,
+    "options": a1111.Options, "sd-models": a1111.SdModels, "samplers": a1111.Samplers,
+    "schedulers": a1111.Schedulers, "scripts": a1111.Scripts, "script-info": a1111.ScriptInfo,
+    "upscalers": a1111.Upscalers, "latent-upscale-modes": a1111.LatentUpscaleModes, "loras": a1111.Loras,
+    "embeddings": a1111.Embeddings, "prompt-styles": a1111.PromptStyles, "sd-vae": a1111.SdVae,
+    "hypernetworks": a1111.Hypernetworks, "face-restorers": a1111.FaceRestorers,
+    "realesrgan-models": a1111.RealesrganModels, "extensions": a1111.Extensions, "memory": a1111.Memory,
+    "cmd-flags": a1111.CmdFlags, "png-info": a1111.PngInfo, "refresh-checkpoints": a1111.Refresh,
+    "refresh-vae": a1111.Refresh, "refresh-loras": a1111.Refresh, "refresh-embeddings": a1111.Refresh,
+}
+sdapi = [path(route, view.as_view(**A1111_AUTHENTICATION), name=f"a1111-{route}")
+         for route, view in A1111_ROUTES.items()]
+
+# The A1111 web UI's own routes that clients call too.
+internal = [
+    path("ping", a1111.Ping.as_view(), name="a1111-internal-ping"),
+    path("progress", a1111.InternalProgress.as_view(**A1111_AUTHENTICATION), name="a1111-internal-progress"),
 ]
 
 urlpatterns = [
     *[path(f"api/v1/{p.pattern}", p.callback, name=p.name) for p in v1],
     *[path(f"sdapi/v1/{p.pattern}", p.callback, name=p.name) for p in sdapi],
+    *[path(f"internal/{p.pattern}", p.callback, name=p.name) for p in internal],
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema", template_name="api/docs.html"), name="docs"),
 ]
 
 
 @csrf_exempt  # a 404 either way; a CSRF refusal would be an HTML page
 def no_such_endpoint(request):
-    """API clients get JSON, not the site's HTML 404 page."""
+    """API clients get JSON, not the site's HTML 404 page; A1111 clients get A1111's (FastAPI's) 404."""
+    if request.path.startswith(("/sdapi/", "/internal/")):
+        return JsonResponse({"detail": "Not Found"}, status=404)
     detail = "No such API endpoint; see /api/docs/."
     if not request.path.endswith("/"):
         try:
@@ -86,4 +101,4 @@ def no_such_endpoint(request):
     return JsonResponse({"detail": detail}, status=404)
 
 
-urlpatterns.append(re_path(r"^(?:api|sdapi)/", no_such_endpoint, name="no-such-endpoint"))
+urlpatterns.append(re_path(r"^(?:api|sdapi|internal)/", no_such_endpoint, name="no-such-endpoint"))

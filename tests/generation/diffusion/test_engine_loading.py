@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from generation.diffusion import ModelLoadError, choose_device_and_dtype, load_pipeline
+from generation.diffusion.hashing import directory_content_hash
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,6 +37,14 @@ def test_the_content_hash_follows_the_weights(tiny_model_dir, tmp_path, engine_m
     config = copy / "unet" / "config.json"
     config.write_text(config.read_text().replace('"layers_per_block": 1', '"layers_per_block":1'))
     assert load_pipeline(str(copy), dtype="fp32").content_hash != engine_model.content_hash
+
+
+def test_a_model_card_does_not_change_the_model_hash(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    before = directory_content_hash(copy)
+    (copy / "README.md").write_text("# A model card, edited as often as anyone likes\n")
+    (copy / "unet" / "NOTES.md").write_text("training notes\n")
+    assert directory_content_hash(copy) == before
 
 
 def test_latent_preview_json_next_to_the_model_is_used(tiny_model_dir, tmp_path):
