@@ -8,4 +8,6 @@ COPY . .
 RUN useradd --create-home ldm && mkdir -p /data && chown ldm /data
 USER ldm
 EXPOSE 8000
+# No --proxy-headers: daphne would take the first X-Forwarded-For entry, which a client can write.
+# With LDM_BEHIND_PROXY=true ldmsite reads the last one, the entry the proxy itself appended.
 CMD ["sh", "-c", "python manage.py migrate --noinput && daphne --bind 0.0.0.0 --port 8000 ldmsite.asgi:application"]

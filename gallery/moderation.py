@@ -23,6 +23,7 @@ from django.utils import timezone
 from gallery.models import Album, Image, Report
 from gallery.moderation_models import (AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote,
                                        Suspension)
+from generation import events
 from generation.admission import Refusal
 from generation.outputs import HELD_REASON
 from generation.services import cancel_active_jobs_of
@@ -165,6 +166,7 @@ def suspend(user, actor, reason: str, via: str = Via.PAGE) -> Suspension:
         suspension.save(update_fields=["album_visibility", "cancelled_jobs"])
         AuditEntry.objects.record(Action.SUSPEND, actor=actor, via=via, target=user, subject=user, reason=reason,
                hidden_images=len(hidden_ids), private_albums=len(albums), cancelled_jobs=suspension.cancelled_jobs)
+        transaction.on_commit(lambda: events.close_streams_of(user.pk))  # open websockets stop answering
     return suspension
 
 

@@ -8,6 +8,14 @@ prompts are bounded (1000 characters by validate_request, MAX_CHECKED_LENGTH in 
 patterns with nested quantifiers or backreferences are refused when saved and probed with
 adversarial text, and every search runs under the `regex` module's timeout. A search that
 times out refuses the prompt (fail closed) rather than letting it through unchecked.
+
+Prompts and entries are normalised the same way before matching (`normalize`), so a term cannot
+be slipped past by writing it differently: Unicode compatibility forms (NFKC: full-width and
+mathematical letters, ligatures), invisible format characters (zero-width space and joiners, soft
+hyphen, bidirectional controls), combining accents, and letters of other scripts that look like
+Latin ones (Unicode's confusables, from the `confusable-homoglyphs` package's table: Cyrillic о,
+Greek ο, …) all become the plain letters they pass for. The normalised text is only matched,
+never stored or shown in place of what the person wrote.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import functools
 import unicodedata
 
 import regex
+from confusable_homoglyphs.confusables import confusables_data
 
 TERM = "term"  # an entry's kind: a word or phrase (`BlocklistEntry.Kind` uses these values)
 REGEX = "regex"  # a regular expression
@@ -30,16 +39,54 @@ class BlocklistPatternError(ValueError):
     """A blocklist pattern that cannot be used; the message says why."""
 
 
+# Invisible characters that are not format characters (category Cf) but are ignorable all the same.
+FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u034f")
+DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})  # format characters; combining marks (after NFD)
+
+
+@functools.cache
+def look_alikes() -> dict[str, str]:
+    """Each non-ASCII character that Unicode's confusables table says looks like an ASCII letter or
+    digit, mapped to that letter (Cyrillic а → a). A capital maps as its small letter does, so
+    Cyrillic І becomes I/i, not the l that Unicode's skeleton picks for it."""
+    def ascii_twin(character: str) -> str | None:
+        for homoglyph in confusables_data.get(character, ()):
+            twin = homoglyph["c"]
+            if len(twin) == 1 and twin.isascii() and twin.isalnum():
+                return twin
+        return None
+
+    table = {}
+    for character in confusables_data:
+        if len(character) != 1 or character.isascii():
+            continue
+        small = character.lower()
+        twin = (ascii_twin(small) if small != character else None) or ascii_twin(character)
+        if twin is not None:
+            table[character] = twin.upper() if character.isupper() and small != character else twin
+    return table
+
+
+def fold_characters(text: str) -> str:
+    """Every character as the plain one it passes for: NFKC, then format characters and combining
+    marks (after NFD) dropped, then look-alikes of other scripts mapped to ASCII letters."""
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text or ""))
+    kept = "".join(c for c in decomposed if unicodedata.category(c) not in DROPPED_CATEGORIES and c not in FILLERS)
+    table = look_alikes()
+    return "".join(table.get(c, c) for c in unicodedata.normalize("NFC", kept))
+
+
 def normalize(text: str) -> str:
-    """Compatibility-normalised (full-width and styled letters become plain ones), whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text or "").split())
+    """Prompts and terms as matched: characters folded (`fold_characters`), whitespace collapsed."""
+    return " ".join(fold_characters(text).split())
 
 
 def entry_expression(pattern: str, kind: str, whole_word: bool) -> str:
     if kind == TERM:
         body = r"\s+".join(regex.escape(word) for word in normalize(pattern).split())
     else:
-        body = f"(?:{pattern})"
+        # ASCII, which is all regular-expression syntax is written in, comes through unchanged.
+        body = f"(?:{fold_characters(pattern)})"
     return rf"(?<!\w){body}(?!\w)" if whole_word else body
 
 

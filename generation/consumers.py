@@ -3,10 +3,15 @@
 On connect the consumer joins the group first and then sends a snapshot of the
 current state, so nothing that happens in between is missed; relayed events not
 newer than what the client already has (by sequence number) are dropped.
+
+A refused connection is accepted and closed at once with its code (4401: no usable
+credentials; 4404: no such job, or not yours), so a client can tell the two apart. Every
+stream also joins its person's account group: a suspension closes them all with 4401.
 """
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from generation import events
 from generation.models import Generation
@@ -24,22 +29,33 @@ class GenerationConsumer(AsyncJsonWebsocketConsumer):
         self.seen: dict[int, int] = {}
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
         job_id = self.scope["url_route"]["kwargs"].get("job_id")
         if job_id is not None:
             if not await self.may_watch(user, job_id):
-                await self.close(code=CLOSE_NOT_FOUND)
-                return
+                return await self.refuse(CLOSE_NOT_FOUND)
             group = events.job_group(job_id)
         else:
             group = events.user_group(user.pk)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.joined.append(group)
+        for name in (events.account_group(user.pk), group):
+            await self.channel_layer.group_add(name, self.channel_name)
+            self.joined.append(name)
+        if not await self.still_active(user):  # suspended between the check above and joining
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
         await self.accept()
         for snapshot in await self.snapshots(user, job_id):
             self.seen[snapshot["job"]] = snapshot["seq"]
             await self.send_json(snapshot)
+
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with `code`: a refusal at the handshake would reach a browser as a bare
+        failure, with no code to tell "sign in" from "no such job"."""
+        await self.accept()
+        await self.close(code=code)
+
+    async def account_closed(self, message):
+        """The person was suspended (`events.close_streams_of`)."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code):
         for group in getattr(self, "joined", []):
@@ -60,6 +76,10 @@ class GenerationConsumer(AsyncJsonWebsocketConsumer):
             return
         self.seen[event["job"]] = event["seq"]
         await self.send_json(event)
+
+    @database_sync_to_async
+    def still_active(self, user) -> bool:
+        return get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
 
     @database_sync_to_async
     def may_watch(self, user, job_id) -> bool:

@@ -40,29 +40,51 @@ def user_group(user_id: int) -> str:
     return f"generation.user.{user_id}"
 
 
+def account_group(user_id: int) -> str:
+    """Every open stream of a person (their jobs', their own, by cookie or token): for closing them."""
+    return f"account.{user_id}"
+
+
 def event_for(job, event_type: str, **payload) -> dict:
     return {"type": event_type, "job": job.pk, "seq": job.next_event_seq(), **payload}
 
 
-async def _send_to_groups(groups: list[str], event: dict) -> None:
+async def _group_send(groups: list[str], message: dict) -> None:
     layer = get_channel_layer()
     for group in groups:
-        await layer.group_send(group, {"type": "generation.event", "event": event})
+        await layer.group_send(group, message)
+
+
+async def _send_to_groups(groups: list[str], event: dict) -> None:
+    await _group_send(groups, {"type": "generation.event", "event": event})
+
+
+def _deliver(groups: list[str], message: dict) -> None:
+    """Send `message` to `groups` from any thread (see `_server_loop`); raises what sending raised."""
+    loop = _server_loop
+    if loop is not None and loop.is_running() and not _on_loop(loop):
+        asyncio.run_coroutine_threadsafe(_group_send(groups, message), loop).result(timeout=5)
+    else:
+        async_to_sync(_group_send)(groups, message)
 
 
 def publish(job, event_type: str, **payload) -> dict:
     """Send an event about `job` to its own stream and to its owner's stream."""
     event = event_for(job, event_type, **payload)
-    groups = [job_group(job.pk), user_group(job.owner_id)]
     try:
-        loop = _server_loop
-        if loop is not None and loop.is_running() and not _on_loop(loop):
-            asyncio.run_coroutine_threadsafe(_send_to_groups(groups, event), loop).result(timeout=5)
-        else:
-            async_to_sync(_send_to_groups)(groups, event)
+        _deliver([job_group(job.pk), user_group(job.owner_id)], {"type": "generation.event", "event": event})
     except Exception:  # best-effort: the row is the truth, a reconnect resyncs
         logger.warning("Could not publish %s for job %s", event_type, job.pk, exc_info=True)
     return event
+
+
+def close_streams_of(user_id: int) -> None:
+    """Close every open stream of a person (a suspension: their cookie and tokens no longer work,
+    so what they already had open must not go on answering). Consumers close with 4401."""
+    try:
+        _deliver([account_group(user_id)], {"type": "account.closed"})
+    except Exception:
+        logger.error("Could not close the open streams of person %s", user_id, exc_info=True)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -144,7 +144,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LDM_HTTPS", "false", parse_bool,
              "Site is served over HTTPS: redirect HTTP, secure cookies, HSTS. Turn on in production."),
     Variable("LDM_BEHIND_PROXY", "false", parse_bool,
-             "Trust the `X-Forwarded-Proto` header from a reverse proxy that terminates TLS."),
+             "The site is reached through one reverse proxy: trust its `X-Forwarded-Proto` (TLS) and take "
+             "the client's address from the last `X-Forwarded-For` entry (login lockout, throttles). Off: "
+             "both headers are ignored, so clients cannot forge them."),
     Variable("LDM_HSTS_SECONDS", "31536000", int_parser(0),
              "HSTS max-age when `LDM_HTTPS` is on."),
     Variable("LDM_HSTS_PRELOAD", "true", parse_bool,
@@ -194,6 +196,9 @@ VARIABLES: tuple[Variable, ...] = (
              "e.g. `300/min`; over it the API answers 429 with `Retry-After`."),
     Variable("LDM_API_GENERATE_RATE", "30/min", parse_rate,
              "Generation submissions through the APIs one person may make, e.g. `30/min`."),
+    Variable("LDM_TOKEN_FAILURE_RATE", "20/min", parse_rate,
+             "Failed API token authentications (REST, A1111, websockets) one client address may make, e.g. "
+             "`20/min`; past it every token from that address is refused with 429 until the window passes."),
     Variable("LDM_DAILY_IMAGE_QUOTA", "500", int_parser(0),
              "Images one person may request per day (UTC), queued, running and finished together; "
              "staff are exempt, 0 turns the quota off."),

@@ -31,8 +31,10 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN): /api/docs/ works offline
     "django_dramatiq",
     "axes",
+    "csp",
     "ldmsite.accounts",
     "generation",
     "gallery",
@@ -40,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Near the top, so every response gets the policy, error pages of the middleware below too.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -105,6 +109,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# A lockout ends LDM_LOGIN_COOLOFF_MINUTES after the failure that caused it: attempts refused
+# during it are not recorded, so nobody can keep a person locked out by trying again and again.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The client's address: the connection's, or behind a proxy the one it appended to
+# X-Forwarded-For (ldmsite/api/throttles.py; the API throttles use the same rule).
+AXES_CLIENT_IP_CALLABLE = "ldmsite.api.throttles.client_address"
+LDM_BEHIND_PROXY = CONFIG["LDM_BEHIND_PROXY"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -153,6 +164,24 @@ if CONFIG["LDM_HTTPS"]:
     SECURE_HSTS_PRELOAD = CONFIG["LDM_HSTS_PRELOAD"]
 if CONFIG["LDM_BEHIND_PROXY"]:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content-Security-Policy (django-csp) on every response: scripts and styles only from the site's
+# own files — no inline script, no event-handler attributes, no inline styles (templates load
+# static/js/*.js; tests/security/test_web_csp.py checks every page) — images also as data: URLs
+# (the live previews), connections (fetch, the job websockets) only to the site itself.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Jobs (Dramatiq) and live updates (Channels) -------------------------------
 DRAMATIQ_MIDDLEWARE = [
@@ -230,7 +259,7 @@ REST_FRAMEWORK = {
         "ldmsite.api.throttles.PersonRateThrottle",
         "ldmsite.api.throttles.GenerationRateThrottle",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["ldmsite.api.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "ldmsite.api.pagination.NewestFirstPagination",
     "EXCEPTION_HANDLER": "ldmsite.api.errors.api_exception_handler",
@@ -242,6 +271,10 @@ SPECTACULAR_SETTINGS = {
                    "token: `Authorization: Bearer <token>`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ (templates/api/docs.html) loads Swagger UI from drf-spectacular-sidecar, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"VisibilityEnum": "gallery.models.Image.Visibility"},
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}},
@@ -262,9 +295,10 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# API limits (ldmsite/api/throttles.py, generation/admission.py) and the A1111 API (generation/a1111.py).
+# API limits (ldmsite/api/throttles.py, generation/admission.py) and the A1111 API (generation/a1111/).
 LDM_API_RATE = CONFIG["LDM_API_RATE"]
 LDM_API_GENERATE_RATE = CONFIG["LDM_API_GENERATE_RATE"]
+LDM_TOKEN_FAILURE_RATE = CONFIG["LDM_TOKEN_FAILURE_RATE"]
 LDM_DAILY_IMAGE_QUOTA = CONFIG["LDM_DAILY_IMAGE_QUOTA"]
 LDM_A1111_TIMEOUT_SECONDS = CONFIG["LDM_A1111_TIMEOUT_SECONDS"]
 if SCALE_OUT:

@@ -6,12 +6,17 @@
 - Browser sessions work for /api/v1/ too (DRF's SessionAuthentication, with CSRF).
 - ``TokenScopePermission``: a token acts only within its scopes (read, generate, write);
   a session acts with all of them.
+
+A failed token authentication is logged (address, reason, request; never any of the token) and
+counted against the client address (``FailedTokenThrottle``): past ``LDM_TOKEN_FAILURE_RATE``
+every token from that address is refused with 429 until the window has passed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -20,20 +25,34 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from ldmsite.accounts.models import AccessToken
 from ldmsite.accounts.tokens import TokenError, authenticate_token
+from ldmsite.api.throttles import FailedTokenThrottle, client_address
+
+logger = logging.getLogger(__name__)
 
 
 def authorization_parts(request) -> list[bytes]:
     try:
         return get_authorization_header(request).split()
     except UnicodeError:
-        raise exceptions.AuthenticationFailed("The Authorization header must be plain ASCII.") from None
+        raise failed(request, "The Authorization header must be plain ASCII.") from None
 
 
-def user_and_token(raw: str):
+def failed(request, reason: str) -> exceptions.AuthenticationFailed:
+    """Count and log a failed token authentication; the 401 to raise. The log line names the
+    address, the reason and the request, never the credential."""
+    address = client_address(request)
+    FailedTokenThrottle(address).record_failure()
+    logger.warning("Failed token authentication from %s: %s (%s %s)", address, reason, request.method,
+                   request.path[:200])
+    return exceptions.AuthenticationFailed(reason)
+
+
+def user_and_token(request, raw: str):
+    FailedTokenThrottle(client_address(request)).check()
     try:
         token = authenticate_token(raw)
     except TokenError as error:
-        raise exceptions.AuthenticationFailed(str(error)) from None
+        raise failed(request, str(error)) from None
     return token.user, token
 
 
@@ -45,12 +64,12 @@ class BearerTokenAuthentication(BaseAuthentication):
         if not parts or parts[0].lower() != b"bearer":
             return None
         if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header; send `Bearer <token>`.")
+            raise failed(request, "Malformed Authorization header; send `Bearer <token>`.")
         try:
             raw = parts[1].decode("ascii")
         except UnicodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
-        return user_and_token(raw)
+            raise failed(request, "Invalid token.") from None
+        return user_and_token(request, raw)
 
     def authenticate_header(self, request):
         return 'Bearer realm="ldmsite"'
@@ -64,15 +83,15 @@ class BasicTokenAuthentication(BaseAuthentication):
         if not parts or parts[0].lower() != b"basic":
             return None
         if len(parts) != 2:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header; send `Basic <base64>`.")
+            raise failed(request, "Malformed Authorization header; send `Basic <base64>`.")
         try:
             decoded = base64.b64decode(parts[1], validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise exceptions.AuthenticationFailed("Malformed Basic credentials.") from None
+            raise failed(request, "Malformed Basic credentials.") from None
         _, colon, password = decoded.partition(":")
         if not colon:
-            raise exceptions.AuthenticationFailed("Malformed Basic credentials; send user:token.")
-        return user_and_token(password)
+            raise failed(request, "Malformed Basic credentials; send user:token.")
+        return user_and_token(request, password)
 
     def authenticate_header(self, request):
         return 'Basic realm="ldmsite A1111 API"'

@@ -237,8 +237,10 @@
     socket = new WebSocket(`${scheme}://${location.host}/ws/generations/`);
     socket.addEventListener("open", () => { retryDelay = 500; });
     socket.addEventListener("message", (event) => apply(JSON.parse(event.data)));
-    socket.addEventListener("close", () => {
-      // Reconnect with backoff; the server sends fresh snapshots on connect.
+    socket.addEventListener("close", (event) => {
+      // 4401 signed out (or suspended), 4403 origin not allowed, 4404 not found: trying again
+      // cannot help. Otherwise reconnect with backoff; the server sends fresh snapshots on connect.
+      if ([4401, 4403, 4404].includes(event.code)) return;
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
     });

@@ -1,4 +1,9 @@
-"""Browser tests: Playwright driving Debian's Chromium against the real server."""
+"""Browser tests: Playwright driving Debian's Chromium against the real server.
+
+Every page a test opens is watched for Content-Security-Policy violations (the browser's console
+reports each one): a test that triggered one fails, so the whole browser suite runs under the
+site's strict policy (docs/SECURITY.md).
+"""
 
 from pathlib import Path
 
@@ -15,13 +20,42 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; `make test` installs it (Debian package chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def is_csp_violation(message) -> bool:
+    return message.type == "error" and "Content Security Policy" in message.text
+
+
+class WatchedBrowser:
+    """The browser, whose every new context records the CSP violations its pages report."""
+
+    def __init__(self, browser):
+        self._browser = browser
+        self.violations: list[str] = []
+
+    def new_context(self, **options):
+        context = self._browser.new_context(**options)
+        context.on("console", lambda message: self.violations.append(f"{message.page.url if message.page else ''}: "
+                                                                      f"{message.text}")
+                   if is_csp_violation(message) else None)
+        return context
+
+    def __getattr__(self, name):
+        return getattr(self._browser, name)
+
+
+@pytest.fixture
+def browser(chromium):
+    watched = WatchedBrowser(chromium)
+    yield watched
+    assert not watched.violations, "Content-Security-Policy violations:\n" + "\n".join(watched.violations)
 
 
 @pytest.fixture

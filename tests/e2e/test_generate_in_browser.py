@@ -39,14 +39,16 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     page.evaluate(WATCH_PREVIEW)
     page.get_by_role("button", name="Generate").click()
 
-    page.wait_for_function("window.previewSources.size >= 2", timeout=120_000)
+    # Functions, not expression strings: Playwright evaluates a string with eval(), which the site's
+    # Content-Security-Policy blocks (no 'unsafe-eval').
+    page.wait_for_function("() => window.previewSources.size >= 2", timeout=120_000)
     screenshot(page, "01-mid-generation")
     expect(page.locator("#job-status")).to_have_text("Done", timeout=120_000)
     result = page.locator("#results .tile img")
     expect(result).to_have_count(1)
     assert page.evaluate("window.previewSources.size") >= 2, "the preview changed at least twice"
     # The tile appears before its image has downloaded; wait for the bytes, then check the size.
-    page.wait_for_function("document.querySelector('#results img').complete", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#results img').complete", timeout=30_000)
     assert page.evaluate("document.querySelector('#results img').naturalWidth") == 64
     expect(page.locator("#job-list li").first).to_contain_text("Done")
     screenshot(page, "02-finished")

@@ -9,7 +9,7 @@ from generation import events
 from generation.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from generation.models import Generation
 from generation.services import submit_generation
-from ldmsite.websockets import websocket_application
+from ldmsite.websockets import CLOSE_FORBIDDEN_ORIGIN, websocket_application
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 ORIGIN = b"http://127.0.0.1"
@@ -28,7 +28,7 @@ def new_job(user):
 
 
 async def open_socket(path: str, user=None, origin: bytes = ORIGIN):
-    headers = [(b"origin", origin)]
+    headers = [(b"host", b"127.0.0.1"), (b"origin", origin)]  # a page of http://127.0.0.1
     if user is not None:
         headers.append((b"cookie", await session_cookie(user)))
     communicator = WebsocketCommunicator(websocket_application, path, headers=headers)
@@ -36,16 +36,23 @@ async def open_socket(path: str, user=None, origin: bytes = ORIGIN):
     return communicator, connected, detail
 
 
+async def close_code(communicator) -> int:
+    """Refusals are accept-then-close (docs/API.md): the code of the close after the handshake."""
+    message = await communicator.receive_output(timeout=5)
+    assert message["type"] == "websocket.close", message
+    return message["code"]
+
+
 async def test_an_anonymous_client_is_refused(tiny_model, alice):
     job = await new_job(alice)
-    communicator, connected, code = await open_socket(f"/ws/generations/{job.pk}/")
-    assert not connected and code == CLOSE_UNAUTHENTICATED
+    communicator, connected, _ = await open_socket(f"/ws/generations/{job.pk}/")
+    assert connected and await close_code(communicator) == CLOSE_UNAUTHENTICATED
 
 
 async def test_another_persons_job_closes_the_socket(tiny_model, alice, bob):
     job = await new_job(alice)
-    communicator, connected, code = await open_socket(f"/ws/generations/{job.pk}/", user=bob)
-    assert not connected and code == CLOSE_NOT_FOUND
+    communicator, connected, _ = await open_socket(f"/ws/generations/{job.pk}/", user=bob)
+    assert connected and await close_code(communicator) == CLOSE_NOT_FOUND
 
 
 async def test_staff_may_watch_any_job(tiny_model, alice, staff):
@@ -60,7 +67,7 @@ async def test_a_foreign_origin_is_refused(tiny_model, alice):
     job = await new_job(alice)
     communicator, connected, _ = await open_socket(f"/ws/generations/{job.pk}/", user=alice,
                                                    origin=b"https://evil.example")
-    assert not connected
+    assert connected and await close_code(communicator) == CLOSE_FORBIDDEN_ORIGIN
 
 
 async def test_the_first_message_is_a_snapshot_then_events_arrive_in_sequence(tiny_model, alice):

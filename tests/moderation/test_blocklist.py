@@ -56,6 +56,56 @@ def test_full_width_letters_do_not_slip_past_a_term(people):
     refusal(people["other"], "ｆｏｒｂｉｄｄｅｎ fruit")
 
 
+# Issue 24, weakness 8: invisible characters, look-alike letters of other scripts and accents.
+DISGUISED = {
+    "zero-width space": "for\u200bbidden",
+    "zero-width joiner": "forb\u200didden",
+    "zero-width non-joiner": "forbi\u200cdden",
+    "word joiner": "forbid\u2060den",
+    "soft hyphen": "forbid\u00adden",
+    "byte order mark": "\ufeffforbidden",
+    "bidirectional override": "\u202eforbidden\u202c",
+    "Cyrillic o": "f\u043erbidden",
+    "Cyrillic e and i": "forb\u0456dd\u0435n",
+    "Greek omicron and capital iota": "FΟRBΙDDEN",
+    "Cyrillic capitals": "FОRBІDDЕN",
+    "combining acute": "fo\u0301rbidden",
+    "combining accents everywhere": "".join(c + "\u0300\u0327" for c in "forbidden"),
+    "precomposed accents": "förbíddèn",
+    "mathematical letters": "\U0001d41f\U0001d428\U0001d42b\U0001d41b\U0001d422\U0001d41d\U0001d41d\U0001d41e\U0001d427",
+    "everything at once": "f\u200b\u043e\u0301r\u00adb\u0456dd\u0435n",
+}
+
+
+@pytest.mark.parametrize("disguise", DISGUISED)
+def test_a_disguised_term_is_still_refused_in_the_prompt_and_the_negative_prompt(people, disguise):
+    block("forbidden", check_negative_prompt=True)
+    text = f"a castle made of {DISGUISED[disguise]} cheese"
+    assert "prompt" in refusal(people["other"], text).errors
+    assert "negative_prompt" in refusal(people["other"], "a calm lake", text).errors
+
+
+@pytest.mark.parametrize("disguise", ["Cyrillic o", "combining acute", "zero-width space"])
+def test_a_disguised_entry_matches_the_plain_word_and_a_regex_sees_the_same_text(people, disguise):
+    """Entries are normalised the same way as prompts, terms and regular expressions alike."""
+    block(DISGUISED[disguise])
+    refusal(people["other"], "a forbidden fruit")
+    BlocklistEntry.objects.all().delete()
+    block(r"f[o0]rb[i1]dd?en", kind="regex")
+    refusal(people["other"], f"a {DISGUISED[disguise]} fruit")
+
+
+def test_normalising_leaves_ordinary_text_of_any_script_alone_where_it_can(people):
+    from generation.blocklist import normalize
+    assert normalize("  A   red\tcircle \n") == "A red circle"
+    assert normalize("Ⅻ ｆｕｌｌ ﬁsh") == "XII full fish"
+    assert normalize("café naïve") == "cafe naive"
+    assert normalize("日本語") == "日本語" and normalize("한국어") == "한국어"
+    block("forbidden")
+    check_prompt(people["other"], "a forbiddance of the unforbidden")  # whole words only, as before
+    check_prompt(people["other"], "форма")  # Cyrillic words that are not look-alikes pass
+
+
 def test_regular_expressions_match_with_whole_word_by_default(people):
     block(r"gr[a4]ph(ic|1c)", kind="regex")
     refusal(people["other"], "very GR4PH1C scene")
