@@ -22,6 +22,7 @@ from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, A
                                  AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
                                  ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer,
                                  LikeStateSerializer, ReportCreateSerializer, ReportSerializer)
+from generation.forms import form_id
 
 Visibility = Image.Visibility
 
@@ -80,9 +81,7 @@ class ImageList(generics.ListAPIView):
         if params.get("saved"):
             images = images.filter(saved=yes_no(params["saved"], "saved"))
         if params.get("generation"):
-            if not params["generation"].isdigit() or len(params["generation"]) > 18:
-                raise ValidationError({"generation": "must be a job id"})
-            images = images.filter(generation_id=int(params["generation"]))
+            images = images.filter(generation_id=form_id(params["generation"], "generation"))
         return services.search_images(images, params.get("q", ""), params.get("model", ""))
 
     @extend_schema(summary="Your images, newest first", parameters=[

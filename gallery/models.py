@@ -169,6 +169,17 @@ class Album(models.Model):
     def can_edit(self, user) -> bool:
         return user.is_authenticated and user.pk == self.owner_id
 
+    def items_visible_to(self, user):
+        """This album's items whose image `user` may see (`Image.objects.visible_to`, the one rule),
+        in album order: what the album's page and the API show and count. Sharing an album does
+        not share an image made private after it was added, nor one moderators hid."""
+        return self.items.filter(image__in=Image.objects.visible_to(user))
+
+    def cover_visible_to(self, user) -> "Image | None":
+        """The cover, if `user` may see that image (else none, as if the album had no cover)."""
+        cover = self.cover
+        return cover if cover is not None and cover.can_view(user) else None
+
 
 class AlbumItem(models.Model):
     album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="items")

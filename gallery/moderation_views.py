@@ -16,13 +16,14 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from gallery import moderation
 from gallery.models import Image, Report
 from gallery.moderation_models import AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote
+from gallery.views import back
 from generation.admission import Refusal
+from generation.forms import form_id
 
 QUEUE_PAGE_SIZE = 20
 AUDIT_PAGE_SIZE = 50
@@ -41,14 +42,6 @@ def staff_only(view):
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-def back(request, fallback):
-    next_url = request.POST.get("next", "")
-    if next_url and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
-                                                    require_https=request.is_secure()):
-        return redirect(next_url)
-    return redirect(fallback)
 
 
 def person_context(person) -> dict:
@@ -213,8 +206,8 @@ def unsuspend(request, someone):
 @person_action
 def note(request, someone):
     image = None
-    image_id = request.POST.get("image", "")
-    if image_id.isdigit():
+    image_id = form_id(request.POST.get("image"), "image")
+    if image_id is not None:
         image = Image.objects.filter(pk=image_id, owner=someone).first()
     moderation.add_note(someone, request.user, request.POST.get("text", ""), image=image)
     messages.success(request, "Note added.")

@@ -63,10 +63,18 @@ class LikeStateSerializer(serializers.Serializer):
     like_count = serializers.IntegerField()
 
 
+def viewer(serializer):
+    request = serializer.context.get("request")
+    return getattr(request, "user", None)
+
+
 class AlbumSerializer(serializers.ModelSerializer):
+    """An album as the person asking may see it: its cover and count leave out the images they may
+    not see (`Album.items_visible_to`, the rule the album page follows too)."""
+
     owner = serializers.CharField(source="owner.username", read_only=True)
-    cover = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
-    image_count = serializers.SerializerMethodField()
+    cover = serializers.SerializerMethodField(help_text="An image of the album you may see; null: none")
+    image_count = serializers.SerializerMethodField(help_text="The images you may see")
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -75,8 +83,13 @@ class AlbumSerializer(serializers.ModelSerializer):
                   "created_at", "updated_at"]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_cover(self, album) -> int | None:
+        cover = album.cover_visible_to(viewer(self)) if viewer(self) is not None else None
+        return cover.pk if cover is not None else None
+
     def get_image_count(self, album) -> int:
-        return album.items.count()
+        return album.items_visible_to(viewer(self)).count() if viewer(self) is not None else 0
 
     def get_url(self, album) -> str:
         return reverse("api:album-detail", args=[album.pk])
@@ -91,10 +104,8 @@ class AlbumDetailSerializer(AlbumSerializer):
 
     @extend_schema_field(ImageSerializer(many=True))
     def get_images(self, album) -> list:
-        request = self.context["request"]
-        images = (Image.objects.visible_to(request.user).filter(album_items__album=album)
-                  .select_related("owner", "model").order_by("album_items__position", "album_items__id")[:1000])
-        return ImageSerializer(images, many=True, context=self.context).data
+        items = album.items_visible_to(self.context["request"].user).select_related("image__owner", "image__model")
+        return ImageSerializer([item.image for item in items[:1000]], many=True, context=self.context).data
 
 
 class AlbumCreateSerializer(StrictSerializer):
@@ -108,7 +119,7 @@ class AlbumUpdateSerializer(StrictSerializer):
     title = serializers.CharField(required=False, max_length=120)
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     visibility = serializers.ChoiceField(choices=Album.Visibility.choices, required=False)
-    cover = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+    cover = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1,
                                      help_text="An image in this album; null: none")
 
 

@@ -17,6 +17,20 @@ from generation.admission import Refusal
 
 # --- Owner actions ------------------------------------------------------------------
 
+def check_text(value, field: str, max_chars: int, *, required: bool = False) -> str:
+    """A person's text for `field`, stripped: text (pages post any string; PostgreSQL stores no NUL
+    character) of at most `max_chars` characters, and not empty when `required`."""
+    if value is not None and not isinstance(value, str):
+        raise Refusal({field: "must be text"})
+    text = (value or "").strip()
+    allowed = f"1 to {max_chars} characters" if required else f"at most {max_chars} characters"
+    if (required and not text) or len(text) > max_chars:
+        raise Refusal({field: f"is required: {allowed}" if required else f"must be {allowed}"})
+    if "\x00" in text:
+        raise Refusal({field: "must not contain NUL characters (\\x00)"})
+    return text
+
+
 def check_visibility(value: str) -> str:
     if value not in Image.Visibility.values:
         raise Refusal({"visibility": f"must be one of: {', '.join(Image.Visibility.values)}"})
@@ -61,13 +75,12 @@ def unlike_image(user, image: Image) -> bool:
 def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
     if reason not in Report.Reason.values:
         raise Refusal({"reason": f"must be one of: {', '.join(Report.Reason.values)}"})
-    if len(text) > 2000:
-        raise Refusal({"text": "must be at most 2000 characters"})
+    text = check_text(text, "text", 2000)
     if image.owner_id == reporter.pk:
         raise Refusal({"image": "you cannot report your own image"})
     try:
         with transaction.atomic():
-            return Report.objects.create(reporter=reporter, image=image, reason=reason, text=text.strip())
+            return Report.objects.create(reporter=reporter, image=image, reason=reason, text=text)
     except IntegrityError:
         raise Refusal({"image": "you have already reported this image; staff will review it"}, 409) from None
 
@@ -75,22 +88,17 @@ def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
 # --- Albums -----------------------------------------------------------------------------
 
 def create_album(owner, title: str, description: str = "", visibility: str = Album.Visibility.PRIVATE) -> Album:
-    title = (title or "").strip()
-    if not title or len(title) > 120:
-        raise Refusal({"title": "is required: 1 to 120 characters"})
-    return Album.objects.create(owner=owner, title=title, description=(description or "").strip()[:5000],
+    return Album.objects.create(owner=owner, title=check_text(title, "title", 120, required=True),
+                                description=check_text(description, "description", 5000),
                                 visibility=check_visibility(visibility))
 
 
 def update_album(album: Album, *, title: str | None = None, description: str | None = None,
                  visibility: str | None = None, cover: Image | None | bool = False) -> Album:
     if title is not None:
-        title = title.strip()
-        if not title or len(title) > 120:
-            raise Refusal({"title": "is required: 1 to 120 characters"})
-        album.title = title
+        album.title = check_text(title, "title", 120, required=True)
     if description is not None:
-        album.description = description.strip()[:5000]
+        album.description = check_text(description, "description", 5000)
     if cover is not False:
         if cover is not None and not album.items.filter(image=cover).exists():
             raise Refusal({"cover": "must be an image in this album"})
@@ -179,14 +187,19 @@ def encode_cursor(values: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 200  # the cursors encode_cursor makes are under 100 characters
+
+
 def decode_cursor(cursor: str, length: int) -> list | None:
     """The position a cursor encodes, or None for anything malformed (the first page is shown).
 
     The last value is an id, the one before it a timestamp, any before that a like count.
     """
+    if len(cursor) > MAX_CURSOR_CHARS:
+        return None
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     if not isinstance(values, list) or len(values) != length:
         return None
@@ -208,10 +221,23 @@ def parse_datetime_safely(text: str):
         return None
 
 
+MAX_QUERY_CHARS = 200  # of a search; prompts are at most 1000 characters
+MAX_QUERY_WORDS = 10
+MAX_WORD_CHARS = 50
+
+
+def search_words(query: str) -> list[str]:
+    """The words a search looks for: of the first MAX_QUERY_CHARS characters, at most
+    MAX_QUERY_WORDS distinct words of at most MAX_WORD_CHARS characters. Bounded whatever the
+    query's length, so the database's LIKE (prompt length x word length per row) stays bounded too."""
+    words = dict.fromkeys(word[:MAX_WORD_CHARS] for word in (query or "")[:MAX_QUERY_CHARS].split())
+    return list(words)[:MAX_QUERY_WORDS]
+
+
 def search_images(queryset, query: str = "", model_slug: str = ""):
-    """Every word of `query` must appear in the prompt (case-insensitive)."""
-    for word in query.split()[:10]:
-        queryset = queryset.filter(prompt__icontains=word[:100])
+    """Every word of `query` must appear in the prompt (case-insensitive); see `search_words`."""
+    for word in search_words(query):
+        queryset = queryset.filter(prompt__icontains=word)
     if model_slug:
         queryset = queryset.filter(model__slug=model_slug)
     return queryset

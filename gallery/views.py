@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -17,6 +17,7 @@ from gallery import access, services
 from gallery.media import serve_file
 from gallery.models import Album, Image, Report
 from generation.admission import Refusal
+from generation.forms import form_id, form_ids
 from generation.models import DiffusionModel
 
 HISTORY_PAGE_SIZE = 24
@@ -28,9 +29,11 @@ def wants_json(request) -> bool:
 
 
 def back(request, fallback):
+    """To the page the form came from (``next``: a path on this site), else to ``fallback``."""
     next_url = request.POST.get("next", "")
-    if next_url and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        return redirect(next_url)
+    if (next_url.startswith("/") and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
+                                                                     require_https=request.is_secure())):
+        return HttpResponseRedirect(next_url)  # never a view name: redirect("²") would look one up and fail
     return redirect(fallback)
 
 
@@ -53,6 +56,15 @@ def own_album(request, pk) -> Album:
 def show_refusal(request, refusal: Refusal):
     for message in refusal.messages():
         messages.error(request, message)
+
+
+def refused(request, refusal: Refusal, fallback):
+    """A refused form: its field-named errors as JSON for a script, else as messages on the page
+    it came from."""
+    if wants_json(request):
+        return JsonResponse({"errors": refusal.errors}, status=refusal.status)
+    show_refusal(request, refusal)
+    return back(request, fallback)
 
 
 # --- History and image pages ---------------------------------------------------------
@@ -156,20 +168,21 @@ def report(request, pk):
 @require_POST
 def add_selection_to_album(request):
     """Bulk: add the selected images (from history or an image page) to an album, new or existing."""
-    ids = [int(i) for i in request.POST.getlist("images") if i.isdigit()]
-    images = list(Image.objects.filter(owner=request.user, pk__in=ids))
-    if not images:
-        messages.error(request, "Images: select at least one of your images.")
-        return back(request, "gallery:history")
     try:
+        ids = form_ids(request.POST.getlist("images"), "images")
+        images = list(Image.objects.filter(owner=request.user, pk__in=ids))
+        if not images:
+            raise Refusal({"images": "select at least one of your images"})
         if request.POST.get("album") == "new":
             album = services.create_album(request.user, request.POST.get("new_title", ""))
         else:
-            album = get_object_or_404(Album, pk=request.POST.get("album") or 0, owner=request.user)
+            album_id = form_id(request.POST.get("album"), "album")
+            album = get_object_or_404(Album, pk=album_id or 0, owner=request.user)
     except Refusal as error:
-        show_refusal(request, error)
-        return back(request, "gallery:history")
+        return refused(request, error, "gallery:history")
     added = services.add_to_album(album, images)
+    if wants_json(request):
+        return JsonResponse({"album": album.pk, "added": added})
     messages.success(request, f"Added {added} image{'s' if added != 1 else ''} to {album.title}.")
     return back(request, album)
 
@@ -197,9 +210,7 @@ def create_album(request):
 
 def album_page(request, pk):
     album = visible_album(request, pk)
-    items = album.items.select_related("image")
-    if not album.can_edit(request.user):
-        items = items.filter(image__hidden=False)
+    items = album.items_visible_to(request.user).select_related("image")
     return render(request, "gallery/album.html", {
         "album": album, "items": items, "can_edit": album.can_edit(request.user),
         "visibilities": Image.Visibility.choices,
@@ -213,25 +224,27 @@ def edit_album(request, pk):
     action = request.POST.get("action", "update")
     try:
         if action == "update":
-            cover_id = request.POST.get("cover")
-            cover = False if cover_id is None else (
-                Image.objects.filter(pk=cover_id, owner=request.user).first() if cover_id else None)
+            cover = False  # no cover field: unchanged
+            if "cover" in request.POST:
+                cover_id = form_id(request.POST["cover"], "cover")
+                cover = None if cover_id is None else album.images.filter(pk=cover_id).first()
+                if cover_id is not None and cover is None:
+                    raise Refusal({"cover": "must be an image in this album"})
             services.update_album(album, title=request.POST.get("title"),
                                   description=request.POST.get("description"),
                                   visibility=request.POST.get("visibility"), cover=cover)
             messages.success(request, "Album saved.")
         elif action == "remove":
-            ids = [int(i) for i in request.POST.getlist("images") if i.isdigit()]
-            services.remove_from_album(album, ids)
+            services.remove_from_album(album, form_ids(request.POST.getlist("images"), "images"))
         elif action == "move":
-            services.move_in_album(album, int(request.POST.get("image", "0") or 0),
+            services.move_in_album(album, form_id(request.POST.get("image"), "image") or 0,
                                    -1 if request.POST.get("direction") == "earlier" else 1)
         elif action == "delete":
             album.delete()
             messages.success(request, "Album deleted; its images are still in your history.")
             return redirect("gallery:albums")
     except Refusal as error:
-        show_refusal(request, error)
+        return refused(request, error, album)
     return redirect(album)
 
 
@@ -252,5 +265,7 @@ def profile(request, username):
     owner = get_object_or_404(get_user_model(), username=username, is_active=True)
     images = Image.objects.public().filter(owner=owner).select_related("model")
     page = Paginator(images, EXPLORE_PAGE_SIZE).get_page(request.GET.get("page"))
-    public_albums = Album.objects.filter(owner=owner, visibility=Image.Visibility.PUBLIC).select_related("cover")
+    public_albums = list(Album.objects.filter(owner=owner, visibility=Image.Visibility.PUBLIC).select_related("cover"))
+    for album in public_albums:
+        album.cover = album.cover_visible_to(request.user)  # shown, not saved: a private cover stays private
     return render(request, "gallery/profile.html", {"owner": owner, "page": page, "albums": public_albums})

@@ -7,11 +7,38 @@ the form shows come from the same module (the browser's checks only help).
 
 from django import forms
 
+from generation.admission import Refusal
 from generation.diffusion.request import (MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY,
                                           MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, GenerationRequest,
                                           ModelLimits)
 from generation.diffusion.samplers import SAMPLERS
 from generation.models import DiffusionModel
+
+MAX_ID_DIGITS = 18  # every id fits a database's BigInteger (the API's paths say the same)
+
+
+def _parsed_id(value, field: str, allowed: str) -> int:
+    text = value.strip() if isinstance(value, str) else ""
+    if not (0 < len(text) <= MAX_ID_DIGITS and text.isascii() and text.isdigit()):
+        shown = f" (got {value[:20]!r})" if isinstance(value, str) else ""
+        raise Refusal({field: f"must be {allowed} of 1 to {MAX_ID_DIGITS} digits{shown}"})
+    return int(text)
+
+
+def form_ids(values, field: str) -> list[int]:
+    """The object ids a form posted under ``field`` (``request.POST.getlist(field)``), or a
+    `Refusal` naming ``field``: an id is 1 to 18 ASCII digits, so neither "²" nor "①" (which
+    pass ``str.isdigit()``), nor a number beyond any id, ever reaches ``int()`` or the database."""
+    return [_parsed_id(value, field, "ids: whole numbers") for value in values]
+
+
+def form_id(value, field: str) -> int | None:
+    """One id a form posted (``request.POST.get(field)``): None when it is absent or empty, a
+    `Refusal` naming ``field`` for anything but an id (as `form_ids`)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _parsed_id(value, field, "an id: a whole number")
+
 
 # What the CLIP guidance scale starts at once a person switches it on (a request's default is off).
 CLIP_GUIDANCE_SCALE_WHEN_ON = 100.0
@@ -26,8 +53,11 @@ class GenerateForm(forms.Form):
     model = forms.ModelChoiceField(queryset=DiffusionModel.objects.none(), to_field_name="slug", empty_label=None)
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a large yellow circle in the center on a blue background"}))
     negative_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    width = forms.IntegerField(min_value=ModelLimits.size_multiple, step_size=ModelLimits.size_multiple)
-    height = forms.IntegerField(min_value=ModelLimits.size_multiple, step_size=ModelLimits.size_multiple)
+    # The step is a browser hint only (Django's StepValueValidator overflows on a 400-digit number).
+    width = forms.IntegerField(min_value=ModelLimits.size_multiple,
+                               widget=forms.NumberInput(attrs={"step": ModelLimits.size_multiple}))
+    height = forms.IntegerField(min_value=ModelLimits.size_multiple,
+                                widget=forms.NumberInput(attrs={"step": ModelLimits.size_multiple}))
     steps = forms.IntegerField(min_value=1, max_value=ModelLimits.max_steps)
     guidance_scale = forms.FloatField(label="Guidance scale (CFG)", min_value=0, max_value=MAX_GUIDANCE_SCALE)
     autoguidance_scale = forms.FloatField(label="Autoguidance", required=False, min_value=0,

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -12,8 +13,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from gallery.models import Image
 from generation.admission import Refusal
 from generation.diffusion import read_png_parameters
+from generation.diffusion.pngmeta import PngMetadataError
 from generation.diffusion.request import GenerationRequest
-from generation.forms import GenerateForm
+from generation.forms import GenerateForm, form_id
 from generation.models import DiffusionModel, Generation, WorkerStatus
 from generation.services import can_manage, cancel_generation, submit_generation
 from generation.snapshots import job_snapshot
@@ -37,8 +39,10 @@ def add_errors(form, errors: dict) -> None:
 
 
 def remix_params(request) -> dict | None:
-    image_id = request.GET.get("remix")
-    if not image_id or not image_id.isdigit():
+    """The fields of the image ``?remix=<id>`` names, if the person may see it (a `Refusal` naming
+    ``remix`` when it is not an id)."""
+    image_id = form_id(request.GET.get("remix"), "remix")
+    if image_id is None:
         return None
     image = Image.objects.filter(pk=image_id).first()
     if image is None or not image.can_view(request.user):
@@ -68,7 +72,12 @@ def generate(request):
         if wants_json(request):
             return JsonResponse({"job": job_snapshot(job)}, status=202)
         return redirect(job)
-    remix = remix_params(request)
+    try:
+        remix = remix_params(request)
+    except Refusal as error:
+        for message in error.messages():
+            messages.error(request, message)
+        remix = None
     default = DiffusionModel.default()
     if remix and remix.get("model"):
         default = DiffusionModel.objects.filter(enabled=True, slug=remix["model"]).first() or default
@@ -117,9 +126,9 @@ def import_png(request):
     if upload.size > MAX_IMPORT_BYTES:
         return JsonResponse({"errors": {"file": "is larger than 20 MB"}}, status=400)
     try:
-        fields = read_png_parameters(upload.read())
-    except Exception:  # Pillow raises many kinds of errors on broken files
-        return JsonResponse({"errors": {"file": "is not a readable PNG image"}}, status=400)
+        fields = read_png_parameters(upload.read())  # text chunks only: no pixel is decoded
+    except PngMetadataError as error:
+        return JsonResponse({"errors": {"file": str(error)}}, status=400)
     if not fields:
         return JsonResponse({"errors": {"file": "has no generation parameters in it"}}, status=400)
     return JsonResponse({"fields": fields})

@@ -17,6 +17,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from generation.admission import Refusal
+from generation.diffusion.request import real_number
 from generation.models import DiffusionModel
 
 from .base import A1111View, null_response, shown
@@ -36,15 +37,13 @@ def same_value(value: Any, allowed: tuple) -> bool:
         if isinstance(choice, bool) or choice is None or isinstance(choice, (list, dict, str)):
             if value == choice and type(value) is type(choice):
                 return True
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isclose(float(value), float(choice)):
-                return True
-        elif isinstance(value, str) and len(value) <= 100:
+        elif not isinstance(value, bool) and isinstance(value, (int, float, str)):
             try:
-                if math.isclose(float(value), float(choice)):
-                    return True
-            except ValueError:
-                pass
+                number = real_number(value)  # bounded before converting: no overflow on a 400-digit int
+            except (TypeError, ValueError):
+                continue
+            if math.isclose(number, float(choice)):
+                return True
     return False
 
 
@@ -81,7 +80,7 @@ def check_options(options: Any, token, where: str) -> tuple[dict[str, str], Diff
             continue
         if key == "sd_checkpoint_hash":
             hashes = {model_hashes(m)[1] for m in (current, model) if m is not None} or {None}
-            if (value.lower() if isinstance(value, str) else value) not in hashes:
+            if not (value is None or isinstance(value, str)) or (value.lower() if value else value) not in hashes:
                 errors[f"{where}{key}"] = ("ldmsite cannot change this option (it is the chosen model's sha256); "
                                            "choose a model with sd_model_checkpoint")
         elif key in FIXED_OPTIONS:

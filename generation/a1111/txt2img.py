@@ -29,6 +29,7 @@ from rest_framework.response import Response
 
 from generation.admission import Refusal
 from generation.diffusion import SAMPLERS
+from generation.diffusion.request import whole_number
 from generation.models import DiffusionModel, Generation
 from generation.serializers import GenerationSerializer
 from generation.services import submit_generation
@@ -141,13 +142,14 @@ def image_count(body: dict, errors: dict[str, str]) -> int | None:
     counts = {}
     for name in ("batch_size", "n_iter"):
         value = body.get(name, 1)
-        if value is None:
-            value = 1
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() \
-                or len(str(value)) > 4 or not 1 <= int(value) <= 100:
-            errors[name] = "must be a whole number of at least 1"
+        try:
+            count = whole_number(1 if value is None else value)
+        except (TypeError, ValueError):
+            count = 0
+        if not 1 <= count <= 100:
+            errors[name] = "must be a whole number from 1 to 100"
         else:
-            counts[name] = int(value)
+            counts[name] = count
     return counts["batch_size"] * counts["n_iter"] if len(counts) == 2 else None
 
 
@@ -166,7 +168,7 @@ def to_request(body: dict, token) -> tuple[dict, DiffusionModel | None, dict[str
     # absent the model's default sampler applies here (see docs/API.md).
     sampler = body.get("sampler_name") or body.get("sampler_index")
     if sampler is not None and not isinstance(sampler, str):
-        errors["sampler_name"] = f"must be one of: {', '.join(SAMPLERS)}"
+        errors[sampler_field(body)] = f"must be one of: {', '.join(SAMPLERS)}"
     else:
         if not sampler and body.get("scheduler") and model is not None:
             sampler = model.default_sampler  # the schedule applies to the model's own sampler
@@ -176,6 +178,11 @@ def to_request(body: dict, token) -> tuple[dict, DiffusionModel | None, dict[str
         if sampler:
             fields["sampler"] = sampler
     return fields, model, errors
+
+
+def sampler_field(body: dict) -> str:
+    """The A1111 field the sampler came from, to name it in a refusal."""
+    return "sampler_index" if not body.get("sampler_name") and "sampler_index" in body else "sampler_name"
 
 
 def txt2img_info(job: Generation, images, body: dict) -> dict:
@@ -299,7 +306,8 @@ class Txt2Img(A1111View):
         except Refusal as error:
             if error.limit is not None:
                 raise
-            raise Refusal({ERROR_FIELD.get(k, k): v for k, v in error.errors.items()}, 422) from None
+            renamed = {**ERROR_FIELD, "sampler": sampler_field(body)}
+            raise Refusal({renamed.get(k, k): v for k, v in error.errors.items()}, 422) from None
         remember_task(request.user, body.get("force_task_id"), job)
         if body.get("override_settings_restore_afterwards") is False and \
                 (body.get("override_settings") or {}).get("sd_model_checkpoint"):

@@ -11,27 +11,39 @@ Every PNG we write carries two text chunks:
 :func:`read_png_parameters` reads either (ours first) back into request fields. The infotext
 format follows A1111's ``modules/infotext_utils.py`` (``quote`` / ``parse_generation_parameters``).
 No torch here.
+
+Both readers see client input (PNG import, A1111's png-info), so both are linear and bounded: the
+infotext is parsed by a hand-written scanner, not A1111's regex (whose search restarts at every
+character of a long line: 28 s for 40,000 characters), and a PNG is read chunk by chunk without
+decoding its pixels -- the header's size is checked against ``MAX_PNG_PIXELS`` and a text chunk
+longer than ``MAX_TEXT_CHARS`` is refused.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
+import math
+import struct
+import zlib
 from pathlib import Path
 from typing import IO, Any, Mapping
 
 from PIL import Image, PngImagePlugin
 
-from .request import REQUEST_FIELDS
+from .request import MAX_NUMBER_MAGNITUDE, REQUEST_FIELDS, real_number, whole_number
 from .samplers import SAMPLERS, resolve_sampler
 
 JSON_CHUNK = "ldmsite"
 PARAMETERS_CHUNK = "parameters"
 
-# A1111's infotext grammar: "Key: value" pairs, values quoted JSON-style when they hold , : or \n.
-_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
-_RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+MAX_TEXT_CHARS = 64 * 1024  # one text chunk we read (ours are a few KB; A1111's too, long prompts included)
+MAX_PNG_PIXELS = 8192 * 8192  # a PNG whose header says more is refused before anything else is read
+MAX_PNG_CHUNKS = 100_000  # a 20 MB PNG in 8 KB IDAT chunks (libpng's) has ~2,500
+
+
+class PngMetadataError(OSError):
+    """A file whose metadata is not read: not a PNG, too large, or a text chunk too long. The
+    message completes "The file ..." (an ``OSError``, as Pillow's errors for unreadable files)."""
 
 
 def _quote(text: Any) -> str:
@@ -91,19 +103,103 @@ def format_parameters(fields: Mapping[str, Any], *, seed: int | None = None, mod
     return "\n".join(lines)
 
 
+# A1111's infotext grammar: "Key: value" pairs, values quoted JSON-style when they hold , : or \n.
+# A1111 reads them with re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', line),
+# which is quadratic: on a line with no colon, the search restarts at every character and runs to
+# the end of the word each time. `_find_params` gives exactly what that findall gives (the security
+# suite checks it against the regex), in one pass: a start that fails at position k fails for every
+# start before k too, so the scan resumes at k.
+_KEY_PUNCTUATION = frozenset(" -/")
+
+
+def _is_word(character: str) -> bool:
+    return character.isalnum() or character == "_"  # re's \w on str
+
+
+def _is_key(character: str) -> bool:
+    return character in _KEY_PUNCTUATION or character.isalnum() or character == "_"
+
+
+def _quoted_end(line: str, start: int) -> int:
+    """Just past the closing quote of the JSON-style quoted value opening at ``start``, or -1 when
+    A1111's pattern would not take it as quoted (unterminated, empty, or not followed by a comma
+    or the end of the line)."""
+    n = len(line)
+    i = start + 1
+    while i < n:
+        character = line[i]
+        if character == "\\":
+            if i + 1 >= n or line[i + 1] == "\n":
+                return -1
+            i += 2
+        elif character == '"':
+            break
+        else:
+            i += 1
+    if i >= n or i == start + 1:
+        return -1
+    after = i + 1
+    if after == n or line[after] == "," or (after == n - 1 and line[after] == "\n"):
+        return after
+    return -1
+
+
+def _find_params(line: str) -> list[tuple[str, str]]:
+    """The (key, value) pairs of an infotext's last line, as A1111's findall finds them; linear."""
+    pairs: list[tuple[str, str]] = []
+    n = len(line)
+    position = 0
+    while position < n:
+        j = position
+        while j < n and line[j].isspace():
+            j += 1
+        if j >= n or not _is_word(line[j]):
+            position = j + 1
+            continue
+        k = j + 1
+        while k < n and _is_key(line[k]):
+            k += 1
+        if k == j + 1 or k >= n or line[k] != ":":
+            position = k  # every start from here to k fails the same way
+            continue
+        v = k + 1
+        while v < n and line[v].isspace():
+            v += 1
+        quoted = _quoted_end(line, v) if v < n and line[v] == '"' else -1
+        if quoted >= 0:
+            value, end = line[v:quoted], quoted + 1 if quoted < n and line[quoted] == "," else quoted
+        else:
+            comma = line.find(",", v)
+            value, end = (line[v:], n) if comma < 0 else (line[v:comma], comma + 1)
+        pairs.append((line[j:k], value))
+        position = end
+    return pairs
+
+
+def _size(value: str) -> tuple[int, int] | None:
+    """A ``Size`` value, "512x768", as (512, 768): ASCII digits only, as A1111 writes it."""
+    width, separator, height = value.partition("x")
+    if not separator or not all(0 < len(part) <= 6 and part.isascii() and part.isdigit() for part in (width, height)):
+        return None
+    return int(width), int(height)
+
+
 def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Parse an A1111 infotext into (request fields, other key/values).
 
     Request fields use our names (``guidance_scale``, ``width``...). A sampler we know is
     returned by its canonical name; one we do not is returned as written, for the caller to
-    report. ``Schedule type: Karras`` (A1111 >= 1.9) is folded into the sampler name.
+    report. ``Schedule type: Karras`` (A1111 >= 1.9) is folded into the sampler name. Numbers
+    are read as the request validator reads them (bounded, ASCII); one that is not a number is
+    returned among the other key/values. Linear in the length of ``text``.
     """
     lines = text.strip().split("\n")
     last = lines[-1] if lines else ""
-    if len(_RE_PARAM.findall(last)) >= 3:
+    found = _find_params(last)
+    if len(found) >= 3:
         lines = lines[:-1]
     else:
-        last = ""
+        found = []
     prompt_lines: list[str] = []
     negative_lines: list[str] = []
     in_negative = False
@@ -117,7 +213,7 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
         fields["negative_prompt"] = "\n".join(negative_lines).strip()
 
     raw: dict[str, str] = {}
-    for key, value in _RE_PARAM.findall(last):
+    for key, value in found:
         raw[key.strip()] = _unquote(value.strip())
 
     extras: dict[str, str] = {}
@@ -135,24 +231,24 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
                 extras["Schedule type"] = schedule or ""
             except KeyError:
                 fields["sampler"] = name
-    simple = {"Steps": ("steps", int), "CFG scale": ("guidance_scale", float), "Seed": ("seed", int),
-              "Eta DDIM": ("eta", float), "Eta": ("eta", float), "Autoguidance scale": ("autoguidance_scale", float),
-              "CLIP guidance scale": ("clip_guidance_scale", float), "CLIP cutouts": ("clip_cutouts", int),
-              "CLIP guidance every": ("clip_guidance_every", int)}
+    simple = {"Steps": ("steps", whole_number), "CFG scale": ("guidance_scale", real_number),
+              "Seed": ("seed", whole_number), "Eta DDIM": ("eta", real_number), "Eta": ("eta", real_number),
+              "Autoguidance scale": ("autoguidance_scale", real_number),
+              "CLIP guidance scale": ("clip_guidance_scale", real_number),
+              "CLIP cutouts": ("clip_cutouts", whole_number), "CLIP guidance every": ("clip_guidance_every", whole_number)}
     for key, value in raw.items():
         try:
             if key in simple:
-                name, kind = simple[key]
-                fields.setdefault(name, kind(float(value)) if kind is int else kind(value))
-            elif key == "Size" and _RE_SIZE.match(value):
-                width, height = _RE_SIZE.match(value).groups()
-                fields["width"], fields["height"] = int(width), int(height)
+                name, number = simple[key]
+                fields.setdefault(name, number(value))
+            elif key == "Size" and _size(value):
+                fields["width"], fields["height"] = _size(value)
             elif key == "CLIP guidance window" and "-" in value:
                 start, end = value.split("-", 1)
-                fields["clip_guidance_start"], fields["clip_guidance_end"] = float(start), float(end)
+                fields["clip_guidance_start"], fields["clip_guidance_end"] = real_number(start), real_number(end)
             else:
                 extras[key] = value
-        except ValueError:
+        except (TypeError, ValueError):
             extras[key] = value
     return fields, extras
 
@@ -165,33 +261,119 @@ def write_png(image: Image.Image, metadata: Mapping[str, Any], parameters: str, 
     image.save(path_or_file, format="PNG", pnginfo=info)
 
 
-def _open(file: str | Path | IO[bytes] | bytes) -> Image.Image:
-    if isinstance(file, bytes):
-        file = io.BytesIO(file)
-    image = Image.open(file)
-    image.load()  # text chunks after the image data are read only then
-    return image
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_WANTED_CHUNKS = (PARAMETERS_CHUNK, JSON_CHUNK)
+
+
+def _png_bytes(file: str | Path | IO[bytes] | bytes) -> bytes:
+    if isinstance(file, (bytes, bytearray)):
+        return bytes(file)
+    if isinstance(file, (str, Path)):
+        return Path(file).read_bytes()
+    return file.read()
+
+
+def _inflate(data: bytes, keyword: str) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_TEXT_CHARS * 4 + 1)  # UTF-8: at most 4 bytes a character
+    except zlib.error:
+        raise PngMetadataError(f"has a broken {keyword!r} text chunk") from None
+    if len(text) > MAX_TEXT_CHARS * 4 or inflater.unconsumed_tail:
+        raise PngMetadataError(f"has a {keyword!r} text longer than {MAX_TEXT_CHARS} characters")
+    return text
+
+
+def _text_chunk(kind: bytes, data: memoryview) -> tuple[str, str] | None:
+    """(keyword, text) of a tEXt, zTXt or iTXt chunk whose keyword we read; None for any other.
+    Nothing is copied before the length is checked (``data`` is a view of the file)."""
+    end = bytes(data[:80]).find(b"\0")  # a keyword is 1 to 79 Latin-1 characters
+    keyword = bytes(data[:max(end, 0)]).decode("latin-1")
+    if end < 1 or keyword not in _WANTED_CHUNKS:
+        return None
+    rest = data[end + 1:]
+    if len(rest) > MAX_TEXT_CHARS * 4:
+        raise PngMetadataError(f"has a {keyword!r} text longer than {MAX_TEXT_CHARS} characters")
+    rest = bytes(rest)
+    if kind == b"tEXt":
+        text = rest.decode("latin-1")
+    elif kind == b"zTXt":
+        text = _inflate(rest[1:], keyword).decode("latin-1")
+    else:  # iTXt: compressed?, method, language\0, translated keyword\0, UTF-8 text
+        if len(rest) < 2:
+            return None
+        compressed, rest = rest[0], rest[2:]
+        _, _, rest = rest.partition(b"\0")
+        _, _, rest = rest.partition(b"\0")
+        if compressed:
+            rest = _inflate(rest, keyword)
+        try:
+            text = rest.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if len(text) > MAX_TEXT_CHARS:
+        raise PngMetadataError(f"has a {keyword!r} text longer than {MAX_TEXT_CHARS} characters")
+    return keyword, text
+
+
+def read_png_text(file: str | Path | IO[bytes] | bytes) -> dict[str, str]:
+    """The ``parameters`` and ``ldmsite`` text chunks of a PNG, wherever they are (before or after
+    the pixels), read chunk by chunk: no pixel is decoded. Raises :class:`PngMetadataError` for a
+    file that is not a PNG, a header size over ``MAX_PNG_PIXELS``, or a text over ``MAX_TEXT_CHARS``."""
+    data = _png_bytes(file)
+    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        raise PngMetadataError("is not a PNG image")
+    width, height = struct.unpack(">II", data[16:24])
+    if width * height > MAX_PNG_PIXELS:
+        raise PngMetadataError(f"is {width}×{height} pixels; PNGs of at most {MAX_PNG_PIXELS:,} pixels "
+                               "(8192×8192) are read")
+    view = memoryview(data)
+    texts: dict[str, str] = {}
+    position, count = len(_PNG_SIGNATURE), 0
+    while position + 8 <= len(data):
+        count += 1
+        if count > MAX_PNG_CHUNKS:
+            raise PngMetadataError(f"has more than {MAX_PNG_CHUNKS:,} chunks")
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        if position + 8 + length > len(data) or kind == b"IEND":
+            break
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            found = _text_chunk(kind, view[position + 8:position + 8 + length])
+            if found is not None:
+                texts[found[0]] = found[1]  # the last one wins, as in Pillow
+        position += 12 + length
+    return texts
+
+
+def _request_value(value: Any) -> bool:
+    """A value our JSON chunk may hand on as a request field: JSON scalars only (the validator
+    judges them), never a nested structure, an infinity or an unbounded integer."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= MAX_NUMBER_MAGNITUDE
+    return value is None or isinstance(value, (str, bool))
 
 
 def read_png_metadata(file: str | Path | IO[bytes] | bytes) -> dict[str, Any]:
     """Everything we can read: ``fields`` (request fields), ``metadata`` (our JSON or None),
     ``parameters`` (the infotext or None) and ``extra`` (infotext keys that are not fields)."""
-    image = _open(file)
-    text = dict(getattr(image, "text", {}) or {})
-    parameters = text.get(PARAMETERS_CHUNK) or image.info.get(PARAMETERS_CHUNK)
+    text = read_png_text(file)
+    parameters = text.get(PARAMETERS_CHUNK)
     metadata = None
-    raw_json = text.get(JSON_CHUNK) or image.info.get(JSON_CHUNK)
+    raw_json = text.get(JSON_CHUNK)
     if raw_json:
         try:
             metadata = json.loads(raw_json)
-        except ValueError:
+        except (ValueError, RecursionError):
             metadata = None
     fields: dict[str, Any] = {}
     extra: dict[str, str] = {}
     if parameters:
         fields, extra = parse_parameters(parameters)
     if isinstance(metadata, dict):
-        fields = {name: metadata[name] for name in REQUEST_FIELDS if name in metadata}
+        fields = {name: metadata[name] for name in REQUEST_FIELDS if name in metadata and _request_value(metadata[name])}
     if fields:
         fields["num_images"] = 1  # the seed read back is this image's own seed
         # A PNG that does not say it was autoguided was made without it (A1111's, and ldmsite's

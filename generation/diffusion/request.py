@@ -166,6 +166,7 @@ class GenerationRequest:
 
 
 _FIELD_TYPES = {"str": str, "int": int, "float": float}  # annotations are strings here
+NUL_MESSAGE = "must not contain NUL characters (\\x00)"  # PostgreSQL stores no NUL in text or JSON
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest))
 
@@ -178,34 +179,65 @@ def _as_text(value: Any) -> str:
     return value
 
 
-def _as_int(value: Any) -> int:
+# Numbers from clients are bounded before Python converts them: a 400-digit JSON integer would
+# overflow float(), a 5000-digit string make int() refuse, and str.isdigit()/int()/float() accept
+# Unicode digits ("²" passes isdigit() but not int(); "١٢٨" and "８" pass int()) and spellings
+# ("1_0", "nan", "inf") no client means. Every request field goes through these two.
+MAX_NUMBER_CHARS = 32  # "-1.2345678901234567e-300" fits; no field needs more
+MAX_NUMBER_MAGNITUDE = 2**63 - 1  # a database's BigInteger; every field's range is far inside it
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+
+
+def _number_text(value: str) -> str:
+    """A number written as text: ASCII digits, sign, point and exponent only, at most
+    ``MAX_NUMBER_CHARS`` of them once surrounding spaces are stripped (linear, bounded)."""
+    text = value.strip(" \t\r\n")
+    if not text or len(text) > MAX_NUMBER_CHARS or not _NUMBER_CHARS.issuperset(text):
+        raise ValueError
+    return text
+
+
+def whole_number(value: Any) -> int:
+    """A whole number from JSON (int, or a float with no fraction) or text ("512", " 512 ", "512.0");
+    ``TypeError`` for other types, ``ValueError`` for anything else -- Unicode digits, "1_0", a
+    number beyond ``MAX_NUMBER_MAGNITUDE`` -- without converting anything unbounded."""
     if isinstance(value, bool):
         raise TypeError
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not value.is_integer():
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer() or abs(value) > MAX_NUMBER_MAGNITUDE:
             raise ValueError
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
+        number = int(value)
+    elif isinstance(value, str):
+        text = _number_text(value)
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
-            number = float(text)  # "512.0" from some clients
-            if not number.is_integer():
-                raise
-            return int(number)
-    raise TypeError
+            real = float(text)  # "512.0" from some clients
+            if not math.isfinite(real) or not real.is_integer() or abs(real) > MAX_NUMBER_MAGNITUDE:
+                raise ValueError from None
+            number = int(real)
+    else:
+        raise TypeError
+    if abs(number) > MAX_NUMBER_MAGNITUDE:
+        raise ValueError
+    return number
 
 
-def _as_float(value: Any) -> float:
+def real_number(value: Any) -> float:
+    """A finite number from JSON (int or float) or text ("7.5", "1e-3"); ``TypeError`` for other
+    types, ``ValueError`` for anything else (as :func:`whole_number`; NaN and infinities too)."""
     if isinstance(value, bool):
         raise TypeError
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        if abs(value) > MAX_NUMBER_MAGNITUDE:
+            raise ValueError
         number = float(value)
+    elif isinstance(value, float):
+        number = value
     elif isinstance(value, str):
-        number = float(value.strip())
+        number = float(_number_text(value))
     else:
         raise TypeError
     if not math.isfinite(number):
@@ -246,6 +278,8 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
         errors["prompt"] = f"must be text of 1 to {MAX_PROMPT_CHARS} characters"
     elif len(prompt) > MAX_PROMPT_CHARS:
         errors["prompt"] = f"is {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}"
+    elif "\x00" in prompt:
+        errors["prompt"] = NUL_MESSAGE
     else:
         values["prompt"] = prompt.strip()
 
@@ -256,6 +290,8 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
         errors["negative_prompt"] = f"must be text of 0 to {MAX_PROMPT_CHARS} characters"
     elif len(negative) > MAX_PROMPT_CHARS:
         errors["negative_prompt"] = f"is {len(negative)} characters; the maximum is {MAX_PROMPT_CHARS}"
+    elif "\x00" in negative:
+        errors["negative_prompt"] = NUL_MESSAGE
     else:
         values["negative_prompt"] = negative.strip()
 
@@ -269,7 +305,7 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
             values[name] = default
             return
         try:
-            number = _as_int(value)
+            number = whole_number(value)
         except (TypeError, ValueError):
             errors[name] = f"must be {allowed}"
             return
@@ -285,7 +321,7 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
             values[name] = float(default)
             return
         try:
-            number = _as_float(value)
+            number = real_number(value)
         except (TypeError, ValueError):
             errors[name] = f"must be {allowed}"
             return
@@ -316,7 +352,7 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
 
     seed = get("seed")
     try:
-        seed_number = None if seed is None else _as_int(seed)
+        seed_number = None if seed is None else whole_number(seed)
     except (TypeError, ValueError):
         errors["seed"] = f"must be a whole number from 0 to {MAX_SEED}, or empty/-1 for a random seed"
     else:
@@ -435,4 +471,8 @@ __all__ = [
     "MAX_SEED",
     "MAX_AUTOGUIDANCE_SCALE",
     "validate_request",
+    "whole_number",
+    "real_number",
+    "MAX_NUMBER_CHARS",
+    "MAX_NUMBER_MAGNITUDE",
 ]

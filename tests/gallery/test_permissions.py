@@ -6,6 +6,7 @@ change is a 403, and anonymous people are sent to log in; never a 500."""
 import pytest
 from django.test import Client
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from gallery.models import Album, Image
 
@@ -102,3 +103,46 @@ def test_ids_that_do_not_exist_are_404_not_500(people):
         assert client.get(reverse(f"gallery:{name}", args=[999999])).status_code == 404
     assert client.post(reverse("gallery:like", args=[999999])).status_code == 404
     assert client.get(reverse("gallery:album", args=[999999])).status_code == 404
+
+
+@pytest.mark.parametrize("change", ["made private", "hidden by moderators"])
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_a_public_album_shows_only_the_images_you_may_see_on_its_page_and_in_the_api(
+        people, make_image, who, change):
+    """Issue 24, failure 3: an image made private after it went into a public album stayed on the
+    album's page (its id, prompt, size and likes), while the API left it out. Both follow one rule
+    now (`Album.items_visible_to`), and so do the album's cover and image count."""
+    from rest_framework.test import APIClient
+
+    owner = people["owner"]
+    shown = make_image(owner, prompt="a shared yellow star", visibility="public")
+    secret = make_image(owner, prompt="a secret green moon", visibility="public")
+    album = Album.objects.create(owner=owner, title="Sky", visibility="public")
+    owner_client = client_for("owner", people)
+    for image in (secret, shown):
+        owner_client.post(reverse("gallery:add_to_album"), {"images": [image.pk], "album": album.pk})
+    assert Album.objects.get(pk=album.pk).cover_id == secret.pk
+    if change == "made private":
+        owner_client.post(reverse("gallery:visibility", args=[secret.pk]), {"visibility": "private"})
+    else:
+        Image.objects.filter(pk=secret.pk).update(hidden=True)
+    sees_secret = who == "owner" or who == "staff"
+
+    page = client_for(who, people).get(album.get_absolute_url())
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "a shared yellow star" in text and f'data-image="{shown.pk}"' in text
+    assert ("a secret green moon" in text) is sees_secret
+    assert (f'data-image="{secret.pk}"' in text) is sees_secret
+    assert (secret.thumbnail_url() in text) is sees_secret
+
+    api = APIClient()
+    if who != "anonymous":
+        api.force_authenticate(people[who])
+        body = api.get(f"/api/v1/albums/{album.pk}/").json()
+        assert [image["id"] for image in body["images"]] == ([secret.pk, shown.pk] if sees_secret else [shown.pk])
+        assert body["image_count"] == (2 if sees_secret else 1)
+        assert body["cover"] == (secret.pk if sees_secret else None)
+
+    profile = client_for(who, people).get(reverse("gallery:profile", args=[owner.username])).content.decode()
+    assert (secret.thumbnail_url() in profile) is sees_secret

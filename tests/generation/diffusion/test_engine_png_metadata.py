@@ -2,12 +2,16 @@
 
 import io
 import json
+import struct
+import zlib
 
 import pytest
 from PIL import Image, PngImagePlugin
+from PIL import ImageFile as PILImageFile
 
 from generation.diffusion import (format_parameters, generate, parse_parameters, read_png_metadata,
                                   read_png_parameters, validate_request, write_png)
+from generation.diffusion.pngmeta import MAX_TEXT_CHARS, PngMetadataError
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,3 +97,79 @@ def test_prompts_with_commas_and_colons_survive_the_parameters_format():
     assert parsed["prompt"] == "a, b: c" and extra["Model"] == "my, model"
     assert parsed["clip_guidance_scale"] == 150 and parsed["clip_guidance_start"] == 0.2
     assert "CLIP guidance window: 0.2-0.8" in text
+
+
+# --- Hostile PNGs (issue 24): read without decoding, bounded ------------------------------------------
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def png_with_chunks(*chunks: bytes, size=(4, 4)) -> bytes:
+    """A real PNG of `size` (from Pillow), with `chunks` inserted after its pixels, before IEND."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    return data[:-12] + b"".join(chunks) + data[-12:]
+
+
+def test_reading_parameters_decodes_no_pixels(monkeypatch):
+    """A 13000x13000 RGBA image was decoded in full (+660 MB) to reach its text chunks."""
+    data = png_with_chunks(png_chunk(b"tEXt", b"parameters\0a cat\nSteps: 20, Seed: 5, Size: 512x512"))
+
+    def no_decoding(self, *args, **kwargs):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(PILImageFile.ImageFile, "load", no_decoding)
+    assert read_png_parameters(data)["steps"] == 20  # the chunk after the pixels is found all the same
+
+
+def test_a_png_larger_than_the_cap_is_refused_from_its_header():
+    header = struct.pack(">IIBBBBB", 13000, 13000, 8, 6, 0, 0, 0)
+    data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"tEXt", b"parameters\0a cat\nSteps: 20, Seed: 5, Size: 512x512")
+            + png_chunk(b"IDAT", zlib.compress(b"\0" * 52001 * 4)) + png_chunk(b"IEND", b""))
+    with pytest.raises(PngMetadataError, match="13000×13000"):
+        read_png_metadata(data)
+
+
+@pytest.mark.parametrize("kind, data", [
+    (b"tEXt", b"parameters\0" + b"a" * (MAX_TEXT_CHARS + 1)),
+    (b"zTXt", b"parameters\0\0" + zlib.compress(b"a" * 50_000_000)),  # a 50 MB text in 50 KB
+    (b"iTXt", b"ldmsite\0\1\0\0\0" + zlib.compress(b"[" * 50_000_000)),
+])
+def test_a_text_chunk_longer_than_the_cap_is_refused_without_reading_it_all(kind, data):
+    with pytest.raises(PngMetadataError, match="longer than"):
+        read_png_metadata(png_with_chunks(png_chunk(kind, data)))
+
+
+def test_compressed_and_international_text_chunks_are_read():
+    text = "ein Hund über Schnee\nSteps: 9, Sampler: Euler, CFG scale: 4, Seed: 2, Size: 64x64"
+    itxt = png_chunk(b"iTXt", b"parameters\0\1\0de\0\0" + zlib.compress(text.encode()))
+    assert read_png_metadata(png_with_chunks(itxt))["parameters"] == text
+    ztxt = png_chunk(b"zTXt", b"parameters\0\0" + zlib.compress(b"a cat\nSteps: 3, Seed: 1, Size: 8x8"))
+    assert read_png_parameters(png_with_chunks(ztxt))["steps"] == 3
+
+
+@pytest.mark.parametrize("data", [b"", b"not a png", b"\x89PNG\r\n\x1a\n", b"GIF89a" + b"\0" * 40])
+def test_anything_but_a_png_is_refused_by_name(data):
+    with pytest.raises(PngMetadataError, match="not a PNG"):
+        read_png_metadata(data)
+
+
+@pytest.mark.parametrize("line, field", [("Steps: 1e400", "steps"), ("Seed: " + "9" * 400, "seed"),
+                                         ("CFG scale: nan", "guidance_scale"), ("Steps: ²", "steps"),
+                                         ("Size: ١٢٨x١٢٨", "width"), ("CLIP guidance window: inf-1", "clip_guidance_start")])
+def test_numbers_in_an_infotext_are_read_as_the_validator_reads_them(line, field):
+    """`Steps: 1e400` raised OverflowError (a 500 on PNG import); a non-number is left among the extras."""
+    fields, extra = parse_parameters(f"a cat\n{line}, Sampler: Euler, Model: x")
+    assert field not in fields and line.split(":")[0] in extra
+
+
+def test_our_json_chunk_hands_on_only_plain_request_values():
+    metadata = json.dumps({"prompt": [[["x"]]], "steps": 10 ** 400, "seed": 3, "guidance_scale": float("inf"),
+                           "width": "²"})
+    fields = read_png_parameters(png_with_chunks(png_chunk(b"tEXt", b"ldmsite\0" + metadata.encode())))
+    assert fields == {"seed": 3, "width": "²", "num_images": 1, "autoguidance_scale": 0.0}
+    deep = png_chunk(b"tEXt", b"ldmsite\0" + b"[" * 60_000)
+    assert read_png_metadata(png_with_chunks(deep))["metadata"] is None
