@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from gallery.models import Album, AlbumItem, Image, Like, OutputReview, Report
-from generation.admission import Refusal
+from generation.admission import Refusal, check_published_text
 
 # --- Owner actions ------------------------------------------------------------------
 
@@ -87,18 +87,25 @@ def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
 
 # --- Albums -----------------------------------------------------------------------------
 
+def check_published(value, field: str, max_chars: int, *, required: bool = False) -> str:
+    """`check_text` for text others may see: it also passes the prompt blocklist."""
+    text = check_text(value, field, max_chars, required=required)
+    check_published_text(field, text)
+    return text
+
+
 def create_album(owner, title: str, description: str = "", visibility: str = Album.Visibility.PRIVATE) -> Album:
-    return Album.objects.create(owner=owner, title=check_text(title, "title", 120, required=True),
-                                description=check_text(description, "description", 5000),
+    return Album.objects.create(owner=owner, title=check_published(title, "title", 120, required=True),
+                                description=check_published(description, "description", 5000),
                                 visibility=check_visibility(visibility))
 
 
 def update_album(album: Album, *, title: str | None = None, description: str | None = None,
                  visibility: str | None = None, cover: Image | None | bool = False) -> Album:
     if title is not None:
-        album.title = check_text(title, "title", 120, required=True)
+        album.title = check_published(title, "title", 120, required=True)
     if description is not None:
-        album.description = check_text(description, "description", 5000)
+        album.description = check_published(description, "description", 5000)
     if cover is not False:
         if cover is not None and not album.items.filter(image=cover).exists():
             raise Refusal({"cover": "must be an image in this album"})

@@ -152,6 +152,17 @@ def check_prompt(user, prompt: str, negative_prompt: str = "") -> None:
     raise Refusal({field: blocked_message(field, matched)})
 
 
+def check_published_text(field: str, text: str) -> None:
+    """Refuse text a person publishes besides prompts (an album's title or description) that
+    contains a blocked term, by the same matcher and normalisation as prompts."""
+    if len(text) > MAX_CHECKED_LENGTH:
+        raise Refusal({field: f"must be at most {MAX_CHECKED_LENGTH} characters"})
+    found = find_blocked({"prompt": normalize(text), "negative_prompt": ""})
+    if found is not None:
+        _, _, matched = found
+        raise Refusal({field: f"contains “{matched[:80]}”, which is not allowed on this site. Please rephrase it."})
+
+
 # --- Job limits: active jobs and the daily image quota --------------------------------------------
 
 def start_of_day(now: datetime | None = None) -> datetime:

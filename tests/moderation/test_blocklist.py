@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from generation.admission import MAX_CHECKED_LENGTH, Refusal, check_prompt
+from gallery.models import Album
 from gallery.moderation_models import AuditEntry, BlocklistEntry, FlaggedPrompt
 from generation.models import Generation
 from ldmsite.accounts.tokens import create_token
@@ -162,6 +163,23 @@ def test_the_web_form_refuses_a_blocked_prompt_with_a_message_and_queues_nothing
     assert script.status_code == 400 and "not allowed" in script.json()["errors"]["prompt"]
     assert not Generation.objects.exists()
     assert FlaggedPrompt.objects.filter(user=people["other"]).count() == 2
+
+
+def test_an_album_title_or_description_with_a_blocked_term_is_refused_by_field(people, blocked):
+    _, raw = create_token(people["other"], "script", ["read", "write"])
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    titled = api.post("/api/v1/albums/", json.dumps({"title": "My f\u043erbidden shapes"}),
+                      content_type="application/json")
+    assert titled.status_code == 400 and "not allowed on this site" in titled.json()["errors"]["title"]
+    described = api.post("/api/v1/albums/", json.dumps({"title": "Shapes", "description": "all FORBIDDEN"}),
+                         content_type="application/json")
+    assert described.status_code == 400 and "description" in described.json()["errors"]
+    assert not Album.objects.exists()
+    album = api.post("/api/v1/albums/", json.dumps({"title": "Shapes"}), content_type="application/json")
+    assert album.status_code == 201, album.content
+    renamed = api.patch(f"/api/v1/albums/{album.json()['id']}/", json.dumps({"title": "forbidden"}),
+                        content_type="application/json")
+    assert renamed.status_code == 400 and Album.objects.get().title == "Shapes"
 
 
 def test_the_rest_api_refuses_a_blocked_prompt_with_a_400_and_queues_nothing(people, model, blocked):
