@@ -296,8 +296,13 @@ def test_an_interrupted_txt2img_answers_with_the_images_its_job_kept(sdapi, alic
     while not Generation.objects.filter(owner=alice).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     job = Generation.objects.get(owner=alice)
-    internal = sdapi.post(f"{sdapi.base.rsplit('/sdapi', 1)[0]}/internal/progress",
-                          json={"id_task": "task(txt2img-X)"}).json()
+    # The task id is remembered just after the job row is stored: ask until it is (or time is up).
+    while True:
+        internal = sdapi.post(f"{sdapi.base.rsplit('/sdapi', 1)[0]}/internal/progress",
+                              json={"id_task": "task(txt2img-X)"}).json()
+        if internal["queued"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert internal["queued"], "force_task_id names the job for /internal/progress"
     images = [make_image(alice, generation=job, index=0, metadata={"interrupted": True}) for _ in range(kept)]
     cancel_generation(job)
