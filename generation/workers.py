@@ -101,9 +101,8 @@ class WorkerStatusMiddleware(Middleware):
     def after_worker_boot(self, broker, worker):
         # A fresh event per boot: a thread of an earlier boot that outlived its join stays stopped.
         self._stop = threading.Event()
-        queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self._thread = threading.Thread(target=self._report,
-                                        args=(queues, settings.LDM_HEARTBEAT_SECONDS, self._stop),
+                                        args=(broker, worker, settings.LDM_HEARTBEAT_SECONDS, self._stop),
                                         name="worker-status", daemon=True)
         self._thread.start()
 
@@ -122,11 +121,13 @@ class WorkerStatusMiddleware(Middleware):
         finally:
             close_old_connections()
 
-    def _report(self, queues, interval, stop: threading.Event):
+    def _report(self, broker, worker, interval, stop: threading.Event):
         from generation.models import WorkerStatus  # see the class docstring
 
         started = timezone.now()
         while not stop.is_set():
+            # Read each time: a model's queue may be declared after the worker booted.
+            queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
             try:
                 WorkerStatus.objects.update_or_create(identity=process_identity(), defaults={
                     "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": model_cache().sources(),
