@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Count, Sum
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -268,4 +269,7 @@ def profile(request, username):
     public_albums = list(Album.objects.filter(owner=owner, visibility=Image.Visibility.PUBLIC).select_related("cover"))
     for album in public_albums:
         album.cover = album.cover_visible_to(request.user)  # shown, not saved: a private cover stays private
-    return render(request, "gallery/profile.html", {"owner": owner, "page": page, "albums": public_albums})
+    counts = images.aggregate(images=Count("id"), likes=Sum("like_count"))
+    return render(request, "gallery/profile.html", {"owner": owner, "page": page, "albums": public_albums,
+                                                    "public_image_count": counts["images"],
+                                                    "like_total": counts["likes"] or 0})

@@ -10,6 +10,7 @@ import time
 import traceback
 
 from django.conf import settings
+from PIL import Image
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -23,6 +24,37 @@ Status = Generation.Status
 
 PREVIEW_INTERVAL_SECONDS = 0.1  # at most ~10 previews per second per job
 PREVIEW_SIZE = 256
+ETA_SMOOTHING = 0.25  # weight of the newest step time in the moving average of step times
+
+
+class StepTimer:
+    """A smoothed estimate of the time left: an exponential moving average of step times.
+
+    The engine's own estimate (elapsed / steps done) counts the first step's warm-up in every later
+    estimate and follows each slow or fast step, so it jumps; this one starts from the first step's
+    time (replaced by the second step's, when shorter: the first holds the warm-up) and moves by a
+    quarter of each new step's difference. The model's load time is never in it
+    (the runner starts the timer after loading)."""
+
+    def __init__(self, started: float):
+        self.last_time, self.last_step = started, 0
+        self.first_step: int | None = None
+        self.average: float | None = None
+
+    def observe(self, step: int, total: int, now: float) -> float:
+        steps = step - self.last_step
+        if steps > 0:
+            each = (now - self.last_time) / steps
+            if self.average is None or self.last_step == self.first_step:
+                # The first interval also holds the run's preparation (prompt encoding, warm-up):
+                # it is only a first guess, replaced by the first plain step's time.
+                self.average = each if self.average is None else min(self.average, each)
+            else:
+                self.average += ETA_SMOOTHING * (each - self.average)
+            if self.first_step is None:
+                self.first_step = step
+            self.last_time, self.last_step = now, step
+        return max(0.0, (self.average or 0.0) * (total - step))
 
 class Heartbeat:
     """Records every few seconds that this worker is still running the job."""
@@ -50,9 +82,17 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def preview_data_url(picture) -> str:
+def preview_data_url(picture, size: int = PREVIEW_SIZE) -> str:
+    """The preview as a WebP data URL, its longer side scaled to `size` smoothly (bicubic): the
+    engine's previews are at latent resolution (1/8 of the image), and a nearest-neighbour
+    enlargement shows them as blocks, nothing like the image to come."""
+    picture = picture.convert("RGB")
+    scale = size / max(picture.size)
+    if scale > 1:
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.BICUBIC)
     buffer = io.BytesIO()
-    picture.convert("RGB").save(buffer, format="WEBP", quality=70)
+    picture.save(buffer, format="WEBP", quality=70)
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -75,6 +115,8 @@ def finish(job: Generation, worker: str, **changes) -> bool:
     would only make the history heavier."""
     changes.setdefault("finished_at", timezone.now())
     changes.setdefault("preview", "")
+    # The live estimate (``metadata["live"]``) is for running jobs' snapshots only.
+    changes.setdefault("metadata", {key: value for key, value in job.metadata.items() if key != "live"})
     return bool(Generation.objects.filter(pk=job.pk, status=Status.RUNNING, worker=worker).update(**changes))
 
 
@@ -132,19 +174,29 @@ def run_claimed_job(job: Generation, worker: str) -> None:
     with Heartbeat(job.pk, worker):
         events.publish(job, "generation.started", total=job.total_steps)
         try:
+            # A state of its own: loading a model can take far longer than a step (first job of a worker).
+            events.publish(job, "generation.loading", total=job.total_steps)
+            load_started = time.monotonic()
             loaded = load_for_job(job.model)
+            load_seconds = round(time.monotonic() - load_started, 2)
+            timer = StepTimer(time.monotonic())
             last_sent = 0.0
 
             def on_progress(progress):
                 nonlocal last_sent
                 now = time.monotonic()
+                eta = timer.observe(progress.step, progress.total, now)
                 final = progress.step >= progress.total
                 if now - last_sent < PREVIEW_INTERVAL_SECONDS and not final:
                     return
+                first = last_sent == 0.0
                 last_sent = now
-                changes = {"step": progress.step, "total_steps": progress.total, "heartbeat_at": timezone.now()}
+                changes = {"step": progress.step, "total_steps": progress.total, "heartbeat_at": timezone.now(),
+                           "metadata": {"live": {"eta": round(eta, 1), "at": time.time(), "load_seconds": load_seconds}}}
                 payload = {"step": progress.step, "total": progress.total,
-                           "eta": round(progress.eta_seconds, 1), "elapsed": round(progress.elapsed, 2)}
+                           "eta": round(eta, 1), "elapsed": round(progress.elapsed, 2)}
+                if first:
+                    payload["load_seconds"] = load_seconds
                 if progress.preview is not None:
                     # Kept on the row in the same update, for clients that (re)connect or poll.
                     payload["preview"] = changes["preview"] = preview_data_url(progress.preview)
@@ -155,7 +207,7 @@ def run_claimed_job(job: Generation, worker: str) -> None:
                 return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
             result = diffusion.generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
-                                        preview_size=PREVIEW_SIZE)
+                                        preview_size=None)  # latent resolution; enlarged smoothly here
             images = store_images(job, result)
         except diffusion.GenerationCancelled as cancelled:
             finish_cancelled(job, worker, cancelled)
@@ -168,6 +220,7 @@ def run_claimed_job(job: Generation, worker: str) -> None:
                 events.publish(job, "generation.failed", message=message)
             return
 
-        if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=job_metadata(result)):
+        metadata = {**job_metadata(result), "load_seconds": load_seconds}
+        if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
             events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
 

@@ -1,5 +1,7 @@
 """The current state of a job as one JSON-able dict (websocket snapshots, API, pages)."""
 
+import time
+
 from django.urls import reverse
 
 from generation.models import Generation
@@ -10,15 +12,28 @@ from generation.queue import queue_position
 WITH_IMAGES = (Generation.Status.SUCCEEDED, Generation.Status.CANCELLED)
 
 
+def running_eta(job: Generation) -> float | None:
+    """A running job's time left: the runner's smoothed estimate at its last progress update, less
+    the time since (``metadata["live"]``); None before the first step."""
+    live = job.metadata.get("live") if isinstance(job.metadata, dict) else None
+    if not live or live.get("eta") is None:
+        return None
+    return round(max(0.0, live["eta"] - max(0.0, time.time() - live.get("at", time.time()))), 1)
+
+
 def job_snapshot(job: Generation) -> dict:
     position, eta = queue_position(job)
     params = job.params
     running = job.status == Generation.Status.RUNNING
+    if running:
+        eta = running_eta(job)
     return {
         "type": "generation.snapshot",
         "job": job.pk,
         "seq": job.event_seq,
         "status": job.status,
+        # A running job before its first step is loading its model (or preparing the run).
+        "phase": "loading" if running and job.step == 0 else None,
         "step": job.step,
         "total": job.total_steps,
         "position": position,

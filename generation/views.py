@@ -31,7 +31,9 @@ def add_errors(form, errors: dict) -> None:
     """Put each validator message next to its field (or above the form)."""
     for field, message in errors.items():
         if field in form.fields:
-            form.add_error(field, message[:1].upper() + message[1:])
+            message = message[:1].upper() + message[1:]
+            if message not in form.errors.get(field, []):  # the form's own check may have said it already
+                form.add_error(field, message)
         elif field == "__all__":
             form.add_error(None, message)
         else:
@@ -68,7 +70,8 @@ def generate(request):
             if wants_json(request):
                 return JsonResponse({"errors": error.errors}, status=error.status)
             add_errors(form, error.errors)
-            return render(request, "generation/generate.html", {"form": form, "models": models}, status=error.status)
+            return render(request, "generation/generate.html", {"form": form, "models": models,
+                                                                "recent": recent_jobs(request.user)}, status=error.status)
         if wants_json(request):
             return JsonResponse({"job": job_snapshot(job)}, status=202)
         return redirect(job)
@@ -82,7 +85,37 @@ def generate(request):
     if remix and remix.get("model"):
         default = DiffusionModel.objects.filter(enabled=True, slug=remix["model"]).first() or default
     form = GenerateForm(initial=GenerateForm.initial_for(default, remix))
-    return render(request, "generation/generate.html", {"form": form, "models": models})
+    return render(request, "generation/generate.html", {"form": form, "models": models,
+                                                        "recent": recent_jobs(request.user)})
+
+
+def recent_jobs(user):
+    """The person's latest jobs, for the page's list before (or without) its script."""
+    return Generation.objects.filter(owner=user).select_related("model").order_by("-created_at")[:10]
+
+
+# The job page's parameter list: (label, key of the stored request), in the generate form's order.
+PARAMETER_LABELS = [
+    ("Negative prompt", "negative_prompt"), ("Size", None), ("Steps", "steps"), ("Sampler", "sampler"),
+    ("Guidance scale", "guidance_scale"), ("Autoguidance scale", "autoguidance_scale"), ("Seed", "seed"),
+    ("Images", "num_images"), ("CLIP guidance scale", "clip_guidance_scale"), ("Eta", "eta"),
+]
+
+
+def job_parameters(job) -> list[tuple[str, object]]:
+    """What the job asked for, as (label, value) rows; empty and zero-valued extras left out."""
+    params, rows = job.params or {}, []
+    for label, key in PARAMETER_LABELS:
+        if key is None:
+            if params.get("width") and params.get("height"):
+                rows.append((label, f"{params['width']}×{params['height']}"))
+            continue
+        value = params.get(key)
+        if value in (None, "") or (key in ("negative_prompt", "autoguidance_scale", "clip_guidance_scale", "eta")
+                                   and not value):
+            continue
+        rows.append((label, value))
+    return rows
 
 
 @login_required
@@ -91,6 +124,7 @@ def detail(request, pk):
     if wants_json(request):
         return JsonResponse(job_snapshot(job))
     return render(request, "generation/detail.html", {"job": job, "snapshot": job_snapshot(job),
+                                                      "parameters": job_parameters(job),
                                                       "images": job.images.all()})
 
 

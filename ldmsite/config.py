@@ -210,6 +210,18 @@ VARIABLES: tuple[Variable, ...] = (
              "`safety-checker:<dir>` (diffusers' Stable Diffusion safety checker from a local directory) or "
              "a dotted path to a callable `check(image, metadata)` returning a reason to hold it. A flagged "
              "image, or one the check fails on, stays private and waits for staff review."),
+    Variable("LDM_EMAIL_BACKEND", "console", choice_parser(("console", "smtp")),
+             "How the site sends email (password resets): `console` prints each message to the server's "
+             "standard output (the log of `make run`), `smtp` sends it through `EMAIL_HOST`."),
+    Variable("EMAIL_HOST", "localhost", parse_text, "SMTP server when `LDM_EMAIL_BACKEND` is `smtp`."),
+    Variable("EMAIL_PORT", "587", int_parser(1, 65535), "SMTP port."),
+    Variable("EMAIL_HOST_USER", "", parse_text, "SMTP user name (empty: no authentication)."),
+    Variable("EMAIL_HOST_PASSWORD", "", parse_text, "SMTP password."),
+    Variable("EMAIL_USE_TLS", "true", parse_bool, "STARTTLS to the SMTP server (port 587)."),
+    Variable("EMAIL_USE_SSL", "false", parse_bool,
+             "Implicit TLS to the SMTP server (port 465); not together with `EMAIL_USE_TLS`."),
+    Variable("DEFAULT_FROM_EMAIL", "ldmsite <noreply@localhost>", parse_text,
+             "Sender address of the site's email."),
     Variable("LDM_LOG_LEVEL", "info", choice_parser(("debug", "info", "warning", "error")),
              "Log level of ldmsite's own loggers."),
 )
@@ -250,6 +262,9 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
     config = {variable.name: read_variable(variable, environ) for variable in VARIABLES}
     data_dir: Path = config["LDM_DATA_DIR"]
     config["SCALE_OUT"] = config["REDIS_URL"] is not None
+    if config["EMAIL_USE_TLS"] and config["EMAIL_USE_SSL"]:
+        raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on; port 587 takes TLS, "
+                                   "465 takes SSL.")
     if config["DATABASE_URL"] is None:
         config["DATABASE_URL"] = f"sqlite:///{data_dir / 'db.sqlite3'}"
     if not config["SECRET_KEY"]:

@@ -6,6 +6,8 @@ the menu only ever links to pages that exist.
 
 from django.urls import NoReverseMatch, reverse
 
+from gallery.models import Image
+
 NAVIGATION = (
     # (label, url name, who sees it)
     ("Generate", "generation:generate", "user"),
@@ -28,5 +30,15 @@ def navigation(request):
             url = reverse(url_name)
         except NoReverseMatch:
             continue
-        items.append({"label": label, "url": url, "active": request.path.startswith(url)})
+        items.append({"label": label, "url": url, "active": is_active(request, url_name, url)})
     return {"nav_items": items}
+
+
+def is_active(request, url_name: str, url: str) -> bool:
+    """An entry is current on its own pages; an image's page is under "My images" only for its owner."""
+    match = getattr(request, "resolver_match", None)
+    if url_name == "gallery:history" and match is not None and match.view_name == "gallery:image":
+        user = request.user
+        return bool(user.is_authenticated
+                    and Image.objects.filter(pk=match.kwargs.get("pk"), owner_id=user.pk).exists())
+    return request.path.startswith(url)

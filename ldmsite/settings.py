@@ -98,6 +98,19 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Email (password resets): printed to standard output by default, SMTP when configured.
+EMAIL_BACKEND = {"console": "django.core.mail.backends.console.EmailBackend",
+                 "smtp": "django.core.mail.backends.smtp.EmailBackend"}[CONFIG["LDM_EMAIL_BACKEND"]]
+EMAIL_HOST = CONFIG["EMAIL_HOST"]
+EMAIL_PORT = CONFIG["EMAIL_PORT"]
+EMAIL_HOST_USER = CONFIG["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = CONFIG["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = CONFIG["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = CONFIG["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = CONFIG["DEFAULT_FROM_EMAIL"]
+PASSWORD_RESET_TIMEOUT = 60 * 60 * 24  # a reset link works for a day
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"

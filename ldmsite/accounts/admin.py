@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from ldmsite.accounts.models import AccessToken
+from ldmsite.accounts.models import AccessToken, Profile
 
 
 @admin.register(AccessToken)
@@ -12,3 +12,10 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # a token is only useful to the person shown it once: they make their own
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = ("user", "bio", "updated_at")
+    search_fields = ("user__username", "bio")
+    readonly_fields = ("user", "updated_at")

@@ -5,6 +5,8 @@ its SHA-256 digest and a short visible prefix (for lookup and for telling tokens
 apart on the tokens page), so a copy of the database holds no usable token.
 """
 
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -50,3 +52,25 @@ class AccessToken(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+def avatar_name(instance, filename: str) -> str:
+    """An unguessable name: the file is served through the app (accounts:avatar), never by its path."""
+    return f"avatars/{secrets.token_hex(16)}.png"
+
+
+class Profile(models.Model):
+    """What a person shows about themselves beyond the auth user: a short bio and an avatar.
+
+    The display name stays `User.first_name` (already edited on the profile page and shown across the
+    gallery); this row holds only what the auth user has no field for. Created on first save.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    bio = models.CharField(max_length=300, blank=True, help_text="A line or two about you, shown on your public page")
+    avatar = models.ImageField(upload_to=avatar_name, blank=True,
+                               help_text="Re-encoded as a 256×256 PNG; served through the app")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"Profile of {self.user}"

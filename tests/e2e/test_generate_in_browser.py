@@ -6,10 +6,12 @@ from tests.conftest import manage
 
 PASSWORD = "amber-meadow-5172"
 
+# The job cards are created on submit: watch every preview in the stack, from before the first exists.
 WATCH_PREVIEW = """() => {
   window.previewSources = new Set();
-  const img = document.getElementById('preview');
-  new MutationObserver(() => window.previewSources.add(img.src)).observe(img, {attributes: true, attributeFilter: ['src']});
+  new MutationObserver((records) => records.forEach((r) => {
+    if (r.target.classList && r.target.classList.contains('job-preview') && r.target.src) window.previewSources.add(r.target.src);
+  })).observe(document.getElementById('job-stack'), {subtree: true, attributes: true, attributeFilter: ['src']});
 }"""
 
 
@@ -44,7 +46,7 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     page.wait_for_function("() => window.previewSources.size >= 2", timeout=120_000)
     screenshot(page, "01-mid-generation")
     expect(page.locator("#job-status")).to_have_text("Done", timeout=120_000)
-    result = page.locator("#results .tile img")
+    result = page.locator("#results .result img")
     expect(result).to_have_count(1)
     assert page.evaluate("window.previewSources.size") >= 2, "the preview changed at least twice"
     # The tile appears before its image has downloaded; wait for the bytes, then check the size.
@@ -56,7 +58,7 @@ def test_a_person_watches_an_image_form_and_cancels_another(live_site, page, scr
     page.get_by_label("Steps", exact=True).fill("150")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#job-status")).to_have_text("Generating", timeout=60_000)
-    page.get_by_role("button", name="Cancel").click()
+    page.locator("#job-stack .job-card").first.get_by_role("button", name="Cancel").click()
     expect(page.locator("#job-status")).to_have_text("Cancelled", timeout=30_000)
     screenshot(page, "03-cancelled")
 
@@ -70,4 +72,5 @@ def test_form_errors_appear_next_to_their_fields(live_site, page):
     page.get_by_label("Width", exact=True).fill("70")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator('[data-errors-for="width"]')).to_contain_text("multiple of 8")
-    expect(page.locator("#job-panel")).to_be_hidden()
+    expect(page.locator("#job-stack .job-card")).to_have_count(0)
+    expect(page.get_by_label("Width", exact=True)).to_be_focused()
