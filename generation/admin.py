@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from generation.models import DiffusionModel, Generation, WorkerProbe
+from generation.registry import record_content_hash
 
 
 @admin.register(DiffusionModel)
@@ -9,6 +10,10 @@ class DiffusionModelAdmin(admin.ModelAdmin):
     list_filter = ("family", "enabled", "is_default")
     search_fields = ("name", "slug", "source")
     prepopulated_fields = {"slug": ("name",)}
+
+    def save_model(self, request, obj, form, change):
+        record_content_hash(obj)  # once, here, rather than on a client's request
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(Generation)

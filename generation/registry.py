@@ -36,6 +36,15 @@ def stored_limits(limits: ModelLimits) -> dict:
     return {**limits.stated(), "has_clip": limits.has_clip, "has_guide_unet": limits.has_guide_unet}
 
 
+def record_content_hash(model: DiffusionModel) -> None:
+    """Record a local model's content hash on a row that has none (one staff made by hand in the
+    admin): its identity in PNGs and the A1111 API. A Hub id not downloaded here keeps none
+    until `add_model` loads it."""
+    path = Path(resolve_source(model.source))
+    if not model.revision and (path / "model_index.json").is_file():
+        model.revision = directory_content_hash(path)
+
+
 def register_builtin_model() -> DiffusionModel | None:
     """Register the shipped model (once) with the defaults its directory states; it becomes the
     default model when none is set.

@@ -10,13 +10,11 @@ Client text is parsed in linear time (no backtracking regex on it).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from generation.diffusion import SAMPLERS, resolve_sampler
-from generation.diffusion.hashing import SHORT_HASH_DIGITS, directory_content_hash
+from generation.diffusion.hashing import SHORT_HASH_DIGITS
 from generation.models import DiffusionModel
-from generation.workers import resolve_source
 
 HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 SHA256_DIGITS = 64
@@ -29,24 +27,10 @@ def is_hex(text: str) -> bool:
     return bool(text) and all(character in HEX_DIGITS for character in text)
 
 
-def recorded_hash(model: DiffusionModel) -> str:
-    """The model's content hash; one missing on a local model's row is computed and stored once
-    (rows made before the registry recorded it, or by hand)."""
-    revision = (model.revision or "").strip().lower()
-    if revision:
-        return revision
-    path = Path(resolve_source(model.source))
-    if not (path / "model_index.json").is_file():
-        return ""  # a Hub model not downloaded here: `add_model` records its hash when it loads it
-    revision = directory_content_hash(path)
-    DiffusionModel.objects.filter(pk=model.pk, revision="").update(revision=revision)
-    model.revision = revision
-    return revision
-
-
 def model_hashes(model: DiffusionModel) -> tuple[str | None, str | None]:
-    """(short hash, sha256): the first 10 hex digits and the whole content hash."""
-    revision = recorded_hash(model)
+    """(short hash, sha256): the first 10 hex digits and the whole content hash the registry
+    recorded (`generation.registry.record_content_hash`; never computed here, on a request)."""
+    revision = (model.revision or "").strip().lower()
     if len(revision) == SHA256_DIGITS and is_hex(revision):
         return revision[:SHORT_HASH_DIGITS], revision
     return (revision[:SHORT_HASH_DIGITS] or None), None

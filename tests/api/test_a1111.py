@@ -135,7 +135,7 @@ def test_setting_sd_model_checkpoint_chooses_the_model_for_that_tokens_later_req
         sdapi, live_server, tiny_model, alice, settings):
     settings.LDM_A1111_TIMEOUT_SECONDS = 1
     other = DiffusionModel.objects.create(name="Other", slug="other", source=tiny_model.source,
-                                          default_width=32, default_height=32, max_width=64, max_height=64)
+                                          revision=tiny_model.revision, default_width=32, default_height=32, max_width=64, max_height=64)
     titles = {m["model_name"]: m["title"] for m in sdapi.get(f"{sdapi.base}/sd-models").json()}
     assert sdapi.get(f"{sdapi.base}/options").json()["sd_model_checkpoint"] == titles["tiny"]
     assert titles["other"].startswith("other [")

@@ -8,6 +8,7 @@ import dramatiq
 import pytest
 from django.contrib.auth import get_user_model
 
+from generation.diffusion.hashing import directory_content_hash
 from generation.models import DiffusionModel
 from tests.generation.diffusion.tiny import build_tiny_pipeline
 
@@ -25,6 +26,7 @@ def tiny_model(db, tiny_pipeline_dir):
     DiffusionModel.objects.all().delete()
     return DiffusionModel.objects.create(
         name="Tiny", slug="tiny", source=str(tiny_pipeline_dir), family="sd1", has_clip=True,
+        revision=directory_content_hash(tiny_pipeline_dir),  # as the registry records it
         default_width=32, default_height=32, max_width=64, max_height=64,
         default_steps=4, max_steps=150, default_sampler="Euler", default_guidance_scale=5.0, is_default=True,
     )

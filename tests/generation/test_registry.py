@@ -81,6 +81,18 @@ def test_an_existing_built_in_row_without_a_hash_gets_it_at_the_next_migrate():
     assert model.default_guidance_scale == 4.0, "only the hash is filled in"
 
 
+@pytest.mark.django_db
+def test_a_model_staff_add_in_the_admin_gets_its_hash_when_saved_and_not_on_a_request(admin_client):
+    form = {"name": "Hand made", "slug": "hand-made", "source": str(settings.LDM_BUILTIN_MODEL_DIR),
+            "family": "sd1", "default_width": 64, "default_height": 64, "max_width": 256, "max_height": 256,
+            "default_steps": 25, "max_steps": 150, "default_sampler": "Euler", "default_guidance_scale": 1.5,
+            "default_autoguidance_scale": 0, "queue_name": "default", "enabled": "on"}
+    response = admin_client.post("/admin/generation/diffusionmodel/add/", form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert DiffusionModel.objects.get(slug="hand-made").revision == directory_content_hash(
+        settings.LDM_BUILTIN_MODEL_DIR)
+
+
 def test_the_content_hash_is_computed_without_loading_torch():
     code = ("import sys; from generation.diffusion import directory_content_hash; "
             f"print(directory_content_hash({str(settings.LDM_BUILTIN_MODEL_DIR)!r})); print('torch' in sys.modules)")
