@@ -29,6 +29,24 @@ MAX_AUTOGUIDANCE_SCALE = 10.0
 MAX_CLIP_CUTOUTS = 64
 MAX_CLIP_GUIDANCE_EVERY = 150
 
+# Image to image (A1111's img2img tab and its hires fix). A source image and mask are not request
+# fields -- they travel beside the request (``engine.SourceImages``); the request says what to do
+# with them.
+MODES = ("txt2img", "img2img", "inpaint", "outpaint")
+SOURCE_MODES = ("img2img", "inpaint", "outpaint")  # the modes that need a source image
+RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill"}  # A1111's numbering
+INPAINTING_FILLS = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}  # A1111's numbering
+# Hires fix upscalers: the latent ones interpolate the first pass's latents (A1111's
+# latent-upscale-modes), the others resample the decoded image (Pillow) before it is encoded again.
+LATENT_UPSCALERS = {"Latent": "bilinear", "Latent (antialiased)": "bilinear-antialiased",
+                    "Latent (bicubic)": "bicubic", "Latent (bicubic antialiased)": "bicubic-antialiased",
+                    "Latent (nearest)": "nearest", "Latent (nearest-exact)": "nearest-exact"}
+IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest", "Bicubic")  # "None": a plain Lanczos resize, as A1111
+HR_UPSCALERS: tuple[str, ...] = (*LATENT_UPSCALERS, *IMAGE_UPSCALERS)
+MAX_MASK_BLUR = 64
+MAX_INPAINT_PADDING = 256
+MAX_HR_SCALE = 4.0
+
 
 class RequestValidationError(ValueError):
     """Raised by :func:`validate_request`; ``errors`` is ``{field_name: message}``."""
@@ -138,6 +156,30 @@ class GenerationRequest:
     clip_guidance_every: int = 4
     clip_guidance_start: float = 0.2
     clip_guidance_end: float = 0.8
+    # Image to image. ``mode`` says what the source images (beside the request) are for.
+    mode: str = "txt2img"  # one of MODES
+    denoising_strength: float = 0.75  # img2img/inpaint/outpaint: how much of the source is repainted
+    resize_mode: int = 0  # RESIZE_MODES: how a source of another size is fitted to width x height
+    mask_blur: int = 4  # pixels of Gaussian blur on the mask's edge
+    inpainting_fill: int = 1  # INPAINTING_FILLS: what the masked area starts from
+    inpaint_full_res: bool = False  # repaint only the masked region, at full resolution, then paste back
+    inpaint_full_res_padding: int = 32  # pixels of context around that region
+    inpainting_mask_invert: bool = False  # repaint the black of the mask instead of the white
+    outpaint_left: int = 0  # outpaint: pixels added on each side of the (width x height) source
+    outpaint_right: int = 0
+    outpaint_top: int = 0
+    outpaint_bottom: int = 0
+    # Hires fix (txt2img only): a second img2img pass at a larger size over the first pass's result.
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0  # 0: width x hr_scale (one of the two given: the other keeps the aspect ratio)
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"  # one of HR_UPSCALERS
+    hr_second_pass_steps: int = 0  # 0: the same as steps
+    hr_denoising_strength: float = 0.7
+    hr_prompt: str = ""  # "": the prompt
+    hr_negative_prompt: str = ""  # "": the negative prompt
+    hr_sampler_name: str = ""  # "": the sampler
 
     @property
     def seeds(self) -> list[int]:
@@ -147,6 +189,26 @@ class GenerationRequest:
     @property
     def clip_guidance(self) -> bool:
         return self.clip_guidance_scale > 0
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the job starts from a source image (img2img, inpaint, outpaint)."""
+        return self.mode in SOURCE_MODES
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        """(width, height) of the hires fix's second pass (meaningful when ``enable_hr``)."""
+        return hires_size(self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the images the job makes."""
+        if self.mode == "outpaint":
+            return (self.width + self.outpaint_left + self.outpaint_right,
+                    self.height + self.outpaint_top + self.outpaint_bottom)
+        if self.mode == "txt2img" and self.enable_hr:
+            return self.hr_size
+        return self.width, self.height
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,7 +227,7 @@ class GenerationRequest:
         return cls(**kwargs)
 
 
-_FIELD_TYPES = {"str": str, "int": int, "float": float}  # annotations are strings here
+_FIELD_TYPES = {"str": str, "int": int, "float": float, "bool": bool}  # annotations are strings here
 NUL_MESSAGE = "must not contain NUL characters (\\x00)"  # PostgreSQL stores no NUL in text or JSON
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest))
@@ -247,6 +309,43 @@ def real_number(value: Any) -> float:
 
 def _fmt(number: float) -> str:
     return f"{number:g}"
+
+
+_TRUE = ("true", "on", "1", "yes")
+_FALSE = ("false", "off", "0", "no")
+
+
+def yes_or_no(value: Any) -> bool:
+    """A boolean from JSON (true/false, 0/1) or a form ("on", "true", "1", "false", "0", ...);
+    ``ValueError`` for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and len(value) <= 8:
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError
+
+
+def _size_multiple_down(value: float, multiple: int = 8) -> int:
+    return max(multiple, int(value) // multiple * multiple)
+
+
+def hires_size(width: int, height: int, scale: float, resize_x: int, resize_y: int) -> tuple[int, int]:
+    """The hires fix's target size, as A1111 computes it: ``hr_resize_x/y`` when given (one of them
+    alone: the other keeps the first pass's aspect ratio), else width and height times ``scale``;
+    rounded down to a multiple of 8."""
+    if resize_x and resize_y:
+        return resize_x, resize_y
+    if resize_x:
+        return resize_x, _size_multiple_down(resize_x * height / width)
+    if resize_y:
+        return _size_multiple_down(resize_y * width / height), resize_y
+    return _size_multiple_down(width * scale), _size_multiple_down(height * scale)
 
 
 def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) -> GenerationRequest:
@@ -378,9 +477,120 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
                 f"must be greater than clip_guidance_start ({_fmt(start)}); both are fractions from 0 to 1"
             )
 
+    _validate_image_fields(get, integer, real, values, errors, limits)
+
     if errors:
         raise RequestValidationError(errors)
     return GenerationRequest(**values)
+
+
+def _validate_image_fields(get, integer, real, values: dict[str, Any], errors: dict[str, str],
+                           limits: ModelLimits) -> None:
+    """The image-to-image and hires-fix fields of :func:`validate_request` (same helpers)."""
+
+    def choice(name: str, default: str, allowed: tuple[str, ...]) -> None:
+        value = get(name)
+        if value is None:
+            values[name] = default
+        elif isinstance(value, str) and value in allowed:
+            values[name] = value
+        else:
+            errors[name] = f"must be one of: {', '.join(allowed)}"
+
+    def flag(name: str) -> None:
+        value = get(name)
+        try:
+            values[name] = False if value is None else yes_or_no(value)
+        except ValueError:
+            errors[name] = "must be true or false"
+
+    def text(name: str) -> None:
+        value = get(name)
+        if value is None:
+            values[name] = ""
+        elif not isinstance(value, str):
+            errors[name] = f"must be text of 0 to {MAX_PROMPT_CHARS} characters"
+        elif len(value) > MAX_PROMPT_CHARS:
+            errors[name] = f"is {len(value)} characters; the maximum is {MAX_PROMPT_CHARS}"
+        elif "\x00" in value:
+            errors[name] = NUL_MESSAGE
+        else:
+            values[name] = value.strip()
+
+    choice("mode", "txt2img", MODES)
+    real("denoising_strength", GenerationRequest.denoising_strength, 0.0, 1.0)
+    integer("resize_mode", 0, 0, max(RESIZE_MODES))
+    integer("mask_blur", GenerationRequest.mask_blur, 0, MAX_MASK_BLUR)
+    integer("inpainting_fill", GenerationRequest.inpainting_fill, 0, max(INPAINTING_FILLS))
+    flag("inpaint_full_res")
+    integer("inpaint_full_res_padding", GenerationRequest.inpaint_full_res_padding, 0, MAX_INPAINT_PADDING)
+    flag("inpainting_mask_invert")
+    for side in ("left", "right"):
+        integer(f"outpaint_{side}", 0, 0, limits.max_width, limits.size_multiple)
+    for side in ("top", "bottom"):
+        integer(f"outpaint_{side}", 0, 0, limits.max_height, limits.size_multiple)
+    flag("enable_hr")
+    real("hr_scale", GenerationRequest.hr_scale, 1.0, MAX_HR_SCALE)
+    integer("hr_resize_x", 0, 0, limits.max_width, limits.size_multiple)
+    integer("hr_resize_y", 0, 0, limits.max_height, limits.size_multiple)
+    choice("hr_upscaler", GenerationRequest.hr_upscaler, HR_UPSCALERS)
+    integer("hr_second_pass_steps", 0, 0, limits.max_steps)
+    real("hr_denoising_strength", GenerationRequest.hr_denoising_strength, 0.0, 1.0)
+    text("hr_prompt")
+    text("hr_negative_prompt")
+    sampler = get("hr_sampler_name")
+    if sampler is None:
+        values["hr_sampler_name"] = ""
+    else:
+        try:
+            values["hr_sampler_name"] = resolve_sampler(_as_text(sampler))
+        except (KeyError, TypeError):
+            errors["hr_sampler_name"] = f"must be empty (the sampler) or one of: {', '.join(SAMPLERS)}"
+
+    mode = values.get("mode")
+    steps = values.get("steps")
+    if mode in SOURCE_MODES:
+        # diffusers runs int(steps x strength) of the steps; none at all would return the source untouched
+        strength = values.get("denoising_strength")
+        if strength is not None and steps is not None and int(steps * strength) < 1:
+            errors["denoising_strength"] = (
+                f"is too low for {steps} steps: at least one step must run (steps x denoising_strength >= 1)")
+        if values.get("enable_hr"):
+            errors["enable_hr"] = "is for text to image only (mode txt2img); run img2img at the larger size instead"
+    if mode == "outpaint":
+        sides = [values.get(f"outpaint_{side}") for side in ("left", "right", "top", "bottom")]
+        if None not in sides and not any(sides):
+            errors["outpaint_left"] = "outpainting needs at least one side to extend: set outpaint_left, " \
+                                      "outpaint_right, outpaint_top or outpaint_bottom (pixels, a multiple of 8)"
+        width, height = values.get("width"), values.get("height")
+        if None not in sides and width and height:
+            wide, tall = width + sides[0] + sides[1], height + sides[2] + sides[3]
+            if wide > limits.max_width:
+                errors["outpaint_right"] = (f"makes the image {wide} px wide (width + outpaint_left + outpaint_right); "
+                                            f"the maximum is {limits.max_width}")
+            if tall > limits.max_height:
+                errors["outpaint_bottom"] = (f"makes the image {tall} px tall (height + outpaint_top + "
+                                             f"outpaint_bottom); the maximum is {limits.max_height}")
+    elif mode is not None:
+        for side in ("left", "right", "top", "bottom"):
+            if values.get(f"outpaint_{side}"):
+                errors[f"outpaint_{side}"] = "is for mode outpaint only"
+    if mode == "txt2img" and values.get("enable_hr"):
+        width, height = values.get("width"), values.get("height")
+        scale, rx, ry = values.get("hr_scale"), values.get("hr_resize_x"), values.get("hr_resize_y")
+        if None not in (width, height, scale, rx, ry):
+            wide, tall = hires_size(width, height, scale, rx, ry)
+            name = "hr_resize_x" if rx or ry else "hr_scale"
+            if wide > limits.max_width or tall > limits.max_height:
+                errors[name] = (f"makes the hires image {wide}x{tall}; the maximum is "
+                                f"{limits.max_width}x{limits.max_height}")
+            elif wide < width or tall < height:
+                errors[name] = f"makes the hires image {wide}x{tall}, smaller than the first pass ({width}x{height})"
+        hr_steps = values.get("hr_second_pass_steps") or steps
+        strength = values.get("hr_denoising_strength")
+        if hr_steps and strength is not None and int(hr_steps * strength) < 1:
+            errors["hr_denoising_strength"] = (
+                f"is too low for {hr_steps} steps: at least one step must run (steps x hr_denoising_strength >= 1)")
 
 
 # ------------------------------------------------------------------------- a model's own defaults
@@ -467,6 +677,13 @@ __all__ = [
     "limits_with_model_defaults",
     "RequestValidationError",
     "REQUEST_FIELDS",
+    "MODES",
+    "SOURCE_MODES",
+    "RESIZE_MODES",
+    "INPAINTING_FILLS",
+    "HR_UPSCALERS",
+    "LATENT_UPSCALERS",
+    "hires_size",
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "MAX_AUTOGUIDANCE_SCALE",
