@@ -138,3 +138,60 @@ def test_validation_imports_neither_torch_nor_django():
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# --- image to image and hires fix ---------------------------------------------------------------
+
+def test_image_to_image_fields_from_a_form_become_a_typed_request():
+    request = validate_request({
+        "prompt": "a blue circle", "mode": "inpaint", "denoising_strength": "0.6", "mask_blur": "8",
+        "inpainting_fill": "2", "inpaint_full_res": "on", "inpaint_full_res_padding": "16",
+        "inpainting_mask_invert": "false", "resize_mode": "1", "seed": 1,
+    }, LIMITS)
+    assert (request.mode, request.denoising_strength, request.mask_blur, request.inpainting_fill) == \
+        ("inpaint", 0.6, 8, 2)
+    assert (request.inpaint_full_res, request.inpaint_full_res_padding, request.inpainting_mask_invert,
+            request.resize_mode) == (True, 16, False, 1)
+    assert request.has_source
+    assert GenerationRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+
+
+def test_a_text_to_image_request_keeps_its_image_fields_at_their_defaults():
+    request = validate_request({"prompt": "a red circle", "seed": 1}, LIMITS)
+    assert request.mode == "txt2img" and not request.has_source and not request.enable_hr
+    assert request.output_size == (request.width, request.height)
+
+
+@pytest.mark.parametrize("raw, field, words", [
+    ({"mode": "img2img", "denoising_strength": 1.5}, "denoising_strength", "from 0 to 1"),
+    ({"mode": "img2img", "steps": 2, "denoising_strength": 0.2}, "denoising_strength", "at least one step"),
+    ({"mode": "sketch"}, "mode", "txt2img, img2img, inpaint, outpaint"),
+    ({"mode": "outpaint"}, "outpaint_left", "at least one side"),
+    ({"mode": "outpaint", "outpaint_left": 12}, "outpaint_left", "multiple of 8"),
+    ({"mode": "outpaint", "width": 1024, "outpaint_right": 64}, "outpaint_right", "maximum is 1024"),
+    ({"outpaint_top": 64}, "outpaint_top", "outpaint only"),
+    ({"inpainting_fill": 4}, "inpainting_fill", "from 0 to 3"),
+    ({"mask_blur": -1}, "mask_blur", "from 0 to 64"),
+    ({"inpaint_full_res": "maybe"}, "inpaint_full_res", "true or false"),
+    ({"mode": "img2img", "enable_hr": True}, "enable_hr", "text to image only"),
+    ({"enable_hr": True, "width": 512, "hr_scale": 2.5}, "hr_scale", "maximum is 1024x768"),
+    ({"enable_hr": True, "hr_resize_x": 128, "width": 512}, "hr_resize_x", "smaller than the first pass"),
+    ({"hr_upscaler": "ESRGAN_4x"}, "hr_upscaler", "Latent"),
+    ({"hr_sampler_name": "Heun++"}, "hr_sampler_name", "must be empty"),
+    ({"enable_hr": True, "steps": 4, "hr_denoising_strength": 0.1}, "hr_denoising_strength", "at least one step"),
+])
+def test_bad_image_to_image_fields_are_refused_by_name(raw, field, words):
+    errors = errors_for({"prompt": "a red circle", **raw})
+    assert field in errors, errors
+    assert words in errors[field]
+
+
+def test_hires_and_outpaint_requests_say_the_size_of_the_image_they_make():
+    hires = validate_request({"prompt": "a", "width": 256, "height": 192, "enable_hr": "on", "hr_scale": "1.5"}, LIMITS)
+    assert hires.output_size == hires.hr_size == (384, 288)
+    one_side = validate_request({"prompt": "a", "width": 256, "height": 192, "enable_hr": 1, "hr_resize_x": 512},
+                                LIMITS)
+    assert one_side.output_size == (512, 384)  # the other side keeps the aspect ratio
+    outpaint = validate_request({"prompt": "a", "mode": "outpaint", "width": 256, "height": 256,
+                                 "outpaint_left": 64, "outpaint_bottom": 32}, LIMITS)
+    assert outpaint.output_size == (320, 288)
