@@ -80,10 +80,25 @@ def resolve_source(source: str) -> str:
 def load_for_job(model):
     """The loaded pipeline of a registered `DiffusionModel`, from this process's cache."""
     clip_source = model.clip_source or None
-    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source)
+    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source,
+                             precision_cache=precision_cache_file())
+
+
+def precision_cache_file():
+    """Where `LDM_PRECISION=auto` remembers which precision it measured fastest, per model and device."""
+    return settings.DATA_DIR / "cache" / "precision.json"
 
 
 # --- The status row of a worker process ------------------------------------------------------------
+
+def resident_models() -> list[dict]:
+    """What the staff workers page shows of each resident model: its source and the precision it
+    runs in, with the timings that chose it (`LDM_PRECISION=auto`)."""
+    return [{"source": model.source, "dtype": model.precision.dtype_name, "device": str(model.device),
+             "reason": model.precision.reason,
+             "timings_ms": {dtype: round(seconds * 1000, 2) for dtype, seconds in model.precision.measured.items()}}
+            for model in model_cache().models()]
+
 
 class WorkerStatusMiddleware(Middleware):
     """Keeps a `WorkerStatus` row per worker process fresh while it runs (staff workers page).
@@ -130,7 +145,7 @@ class WorkerStatusMiddleware(Middleware):
             queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
             try:
                 WorkerStatus.objects.update_or_create(identity=process_identity(), defaults={
-                    "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": model_cache().sources(),
+                    "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": resident_models(),
                     "current_jobs": sorted(RUNNING_JOBS.values()), "heartbeat_at": timezone.now(),
                     "started_at": started})
             except Exception:

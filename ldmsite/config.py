@@ -155,8 +155,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Embedded mode: worker threads inside the server process (0 runs none). Ignored in scale-out "
              "mode, where `rundramatiq --threads` decides."),
     Variable("LDM_PRECISION", "auto", choice_parser(("auto", "fp32", "bf16", "fp16")),
-             "Inference precision. `auto`: fp16/bf16 on CUDA, bf16 on CPUs with fast bf16 (AMX/AVX512-bf16), "
-             "else fp32."),
+             "Inference precision. `auto`: times a few UNet calls of each model in each candidate precision "
+             "on the device at load (CPU: fp32 and bf16; CUDA: fp32 and fp16/bf16) and keeps the faster; "
+             "remembered per model and device in the data directory's `cache/precision.json`."),
     Variable("LDM_MODEL_CACHE_MB", "8192", int_parser(1),
              "Memory budget of each worker's resident model cache; least recently used models are evicted "
              "beyond it."),

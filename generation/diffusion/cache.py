@@ -102,6 +102,11 @@ class ModelCache:
         with self._lock:
             return [key[0] for key, slot in self._slots.items() if slot.model is not None]
 
+    def models(self) -> list[LoadedModel]:
+        """The resident models, least recently used first."""
+        with self._lock:
+            return [slot.model for slot in self._slots.values() if slot.model is not None]
+
     def __contains__(self, source: object) -> bool:
         return str(source) in self.sources()
 

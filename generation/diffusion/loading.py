@@ -38,7 +38,8 @@ import torch
 from .autoguidance import guide_unet_path, load_guide_unet
 from .clip import CLIP_MEAN, CLIP_STD, ClipBundle
 from .hashing import directory_content_hash
-from .precision import DevicePrecision, choose_device_and_dtype, dtype_name
+from .precision import (DevicePrecision, choose_device_and_dtype, dtype_name, measure_precision, measured_choice,
+                        precision_candidates, quiet_dtype_casts)
 from .preview import PREVIEW_FILE_NAME, LatentPreview, fitted_latent_preview, known_latent_preview
 from .request import (ModelDefaultsError, ModelLimits, ModelLoadError,
                       limits_with_model_defaults, read_model_defaults)
@@ -116,6 +117,7 @@ class LoadedModel:
             "pipeline_class": self.pipeline_class,
             "clip_model": self.clip.name if self.clip else None,
             "guide_unet": self.guide_unet is not None,
+            "precision": self.precision.to_dict(),
         }
 
 
@@ -252,15 +254,85 @@ def _quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+_MEASURED: dict[str, dict[str, float]] = {}  # precision timings by model and device, for this process
+_MEASURED_LOCK = threading.Lock()
+
+
+def _device_key(content_hash: str, device: torch.device) -> str:
+    """What a precision measurement holds for: the model's content, the device (for a CPU its
+    capability, for a GPU its name) and the torch build."""
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{device.type}:{torch.backends.cpu.get_cpu_capability()}:{torch.get_num_threads()}threads"
+    return f"{content_hash}|{hardware}|torch {torch.__version__}"
+
+
+def _remembered_timings(key: str, cache_file: Path | None) -> dict[str, float] | None:
+    with _MEASURED_LOCK:
+        if key in _MEASURED:
+            return _MEASURED[key]
+    if cache_file is not None and cache_file.is_file():
+        try:
+            stored = json.loads(cache_file.read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            stored = None
+        if isinstance(stored, dict) and stored and all(isinstance(v, (int, float)) for v in stored.values()):
+            with _MEASURED_LOCK:
+                _MEASURED[key] = {str(k): float(v) for k, v in stored.items()}
+                return _MEASURED[key]
+    return None
+
+
+def _remember_timings(key: str, timings: dict[str, float], cache_file: Path | None) -> None:
+    with _MEASURED_LOCK:
+        _MEASURED[key] = timings
+        if cache_file is None:
+            return
+        try:
+            known = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+        known[key] = timings
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+            temporary.replace(cache_file)
+        except OSError as error:  # a read-only data directory: measured again next start
+            logger.warning("could not record precision timings in %s: %s", cache_file, error)
+
+
+def _choose_by_measurement(pipeline, precision: DevicePrecision, content_hash: str, limits: ModelLimits,
+                           cache_file: Path | None) -> DevicePrecision:
+    """``auto``: the faster of the device's candidate precisions for this model, measured once per
+    model and device (remembered in this process and in ``cache_file``)."""
+    candidates = precision_candidates(precision)
+    if len(candidates) < 2:
+        return precision
+    key = _device_key(content_hash, precision.device)
+    timings = _remembered_timings(key, cache_file)
+    if timings is None or set(timings) != {dtype_name(dtype) for dtype in candidates}:
+        timings = measure_precision(pipeline.unet, pipeline.text_encoder, candidates, height=limits.default_height,
+                                    width=limits.default_width, device=precision.device)
+        _remember_timings(key, timings, cache_file)
+        logger.info("precision of %s on %s measured: %s", content_hash[:10], precision.device, timings)
+    return measured_choice(precision, timings)
+
+
 def load_pipeline(source: str, *, device: str | torch.device | None = None,
                   dtype: torch.dtype | str | None = None, clip_source: str | bool | None = None,
-                  local_files_only: bool | None = None) -> LoadedModel:
+                  local_files_only: bool | None = None, precision_cache: str | Path | None = None) -> LoadedModel:
     """Load ``source`` (local diffusers directory or hub id) for generation.
 
     ``dtype``: a ``torch.dtype`` or a precision setting (``auto``/``fp32``/``bf16``/``fp16``;
     ``None`` means ``auto``, see :func:`choose_device_and_dtype`). ``clip_source``: ``None``
     uses the model's ``clip/`` subfolder when there is one, ``False`` or ``""`` loads no CLIP,
     a string loads that CLIPModel. ``local_files_only``: ``None`` follows ``HF_HUB_OFFLINE``.
+    ``precision_cache``: a JSON file where ``auto`` remembers its precision measurements per model
+    and device (see :mod:`.precision`); without one they are remembered in this process only.
     """
     started = time.perf_counter()
     source = str(source)
@@ -285,8 +357,11 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
     extra: dict[str, Any] = {}
     if "safety_checker" in index:
         extra.update(safety_checker=None, requires_safety_checker=False)
-    try:
-        pipeline = pipeline_class.from_pretrained(path, dtype=precision.dtype, local_files_only=True, **extra)
+    content_hash = directory_content_hash(path)
+    measuring = len(precision_candidates(precision)) > 1
+    try:  # measured: loaded in fp32, converted once to the winner
+        pipeline = pipeline_class.from_pretrained(path, dtype=torch.float32 if measuring else precision.dtype,
+                                                  local_files_only=True, **extra)
     except Exception as error:  # noqa: BLE001
         raise ModelLoadError(source, (
             f"Model '{source}' ({path}) could not be read as a {pipeline_class.__name__}: "
@@ -297,6 +372,13 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         if isinstance(component, torch.nn.Module):
             component.eval().requires_grad_(False)
     pipeline.set_progress_bar_config(disable=True)
+    if measuring:
+        sized = _limits(pipeline, False, False, stated, path)  # measured at the model's default size
+        precision = _choose_by_measurement(pipeline, precision, content_hash, sized,
+                                           Path(precision_cache) if precision_cache else None)
+        if precision.dtype != torch.float32:
+            with quiet_dtype_casts():
+                pipeline.to(dtype=precision.dtype)
 
     if clip_source is None and (path / CLIP_SUBFOLDER / "config.json").is_file():
         clip_source = str(path / CLIP_SUBFOLDER)
@@ -340,7 +422,7 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         path=path,
         family=family,
         precision=precision,
-        content_hash=directory_content_hash(path),
+        content_hash=content_hash,
         revision=revision,
         clip=clip,
         scheduler_config=dict(pipeline.scheduler.config),

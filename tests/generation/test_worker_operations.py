@@ -62,7 +62,7 @@ def test_staff_see_live_workers_with_their_models_and_others_cannot(tiny_model, 
     import time
 
     deadline = time.monotonic() + 10
-    while not any(tiny_model.source in s.resident_models for s in WorkerStatus.objects.all()):
+    while not any(tiny_model.source in [m["source"] for m in s.resident_models] for s in WorkerStatus.objects.all()):
         assert time.monotonic() < deadline, list(WorkerStatus.objects.values())
         time.sleep(0.2)
     client.force_login(alice)
@@ -71,3 +71,7 @@ def test_staff_see_live_workers_with_their_models_and_others_cannot(tiny_model, 
     page = client.get(reverse("generation:workers")).content.decode()
     row = page.split('data-testid="workers"', 1)[1]
     assert "alive" in row and tiny_model.source in row, row
+    # The precision the model runs in, and (LDM_PRECISION=auto) the measured timings that chose it.
+    resident = next(m for s in WorkerStatus.objects.all() for m in s.resident_models if m["source"] == tiny_model.source)
+    assert f'{resident["dtype"]} on cpu' in row and "per UNet call" in row, row
+    assert resident["dtype"] == min(resident["timings_ms"], key=resident["timings_ms"].get)

@@ -22,6 +22,7 @@ from django.db import DatabaseError
 
 from generation import diffusion  # torch loads when the model does (PEP 562), after input is checked
 from generation.admission import Refusal, check_prompt, resolve_model
+from generation.workers import precision_cache_file
 from generation.workers import resolve_source
 
 FIELD_OPTIONS = {
@@ -118,7 +119,7 @@ class Command(BaseCommand):
         self.stderr.write(f"Loading {source} ...")
         try:
             model = diffusion.load_pipeline(source, device=options["device"], dtype=precision,
-                                            clip_source=clip_source)
+                                            clip_source=clip_source, precision_cache=precision_cache_file())
         except diffusion.ModelLoadError as error:
             raise CommandError(str(error)) from None
         try:

@@ -194,3 +194,41 @@ def test_the_builtin_model_loads_with_its_clip_and_preview_factors():
     assert progress[-1].preview.size == (side, side)
     assert result.images[0].size == (model.limits.default_width, model.limits.default_height)
     assert 0 <= result.clip_scores[0] <= 100
+
+
+def test_auto_precision_keeps_whichever_precision_it_measured_faster_and_says_so(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    from generation.diffusion import loading
+
+    monkeypatch.setattr(loading, "_MEASURED", {})
+    remembered = tmp_path / "precision.json"
+    model = load_pipeline(str(tiny_model_dir), clip_source=False, precision_cache=remembered)
+    timings = model.precision.measured
+    assert set(timings) == {"fp32", "bf16"} and all(seconds > 0 for seconds in timings.values())
+    fastest = min(timings, key=timings.get)
+    assert model.precision.dtype_name == fastest and model.pipeline.unet.dtype == model.dtype
+    assert "measured" in model.precision.reason and "fp32" in model.precision.reason and "bf16" in model.precision.reason
+    assert model.describe()["precision"]["precision_timings"] == timings
+    assert list(json.loads(remembered.read_text()).values()) == [timings]
+
+    # Another process (an empty in-process memory) reads the measurement instead of timing again, and
+    # follows it: here the file says bf16 was the faster one.
+    monkeypatch.setattr(loading, "_MEASURED", {})
+    key = next(iter(json.loads(remembered.read_text())))
+    remembered.write_text(json.dumps({key: {"fp32": 0.02, "bf16": 0.01}}))
+
+    def no_second_measurement(*args, **kwargs):
+        raise AssertionError("measured again although the timings were remembered")
+
+    monkeypatch.setattr(loading, "measure_precision", no_second_measurement)
+    again = load_pipeline(str(tiny_model_dir), clip_source=False, precision_cache=remembered)
+    assert again.dtype == torch.bfloat16 and again.pipeline.unet.dtype == torch.bfloat16
+    assert again.precision.measured == {"fp32": 0.02, "bf16": 0.01}
+
+
+def test_an_explicit_precision_is_not_measured(tiny_model_dir, monkeypatch):
+    from generation.diffusion import loading
+
+    monkeypatch.setattr(loading, "measure_precision", lambda *a, **k: pytest.fail("measured an explicit setting"))
+    model = load_pipeline(str(tiny_model_dir), dtype="fp32", clip_source=False)
+    assert model.dtype == torch.float32 and model.precision.measured == {}
