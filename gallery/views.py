@@ -20,6 +20,7 @@ from gallery.models import Album, Image, Report
 from generation.admission import Refusal
 from generation.forms import form_id, form_ids
 from generation.models import DiffusionModel
+from generation.sources import describe_source
 
 HISTORY_PAGE_SIZE = 24
 EXPLORE_PAGE_SIZE = 24
@@ -92,6 +93,8 @@ def image_page(request, pk):
         "report_reasons": Report.Reason.choices,
         "can_report": user.is_authenticated and user.pk != image.owner_id,
         "visibilities": Image.Visibility.choices,
+        # The picture the image was made from (image to image): a dict (see describe_source), or None.
+        "source": describe_source(image.generation, user),
     }
     return render(request, "gallery/image.html", context)
 

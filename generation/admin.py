@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
 
 from generation.models import DiffusionModel, Generation, WorkerProbe
 from generation.registry import record_content_hash
@@ -18,11 +19,22 @@ class DiffusionModelAdmin(admin.ModelAdmin):
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "model", "status", "step", "total_steps", "attempts", "worker", "created_at")
+    list_display = ("id", "owner", "model", "mode", "status", "step", "total_steps", "attempts", "worker",
+                    "created_at")
     list_filter = ("status", "model")
     search_fields = ("owner__username", "params__prompt", "worker")
-    readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "event_seq", "error_detail")
-    raw_id_fields = ("owner",)
+    readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "event_seq", "error_detail",
+                       "source_pictures")
+    raw_id_fields = ("owner", "source_image")
+
+    @admin.display(description="Source pictures")
+    def source_pictures(self, job):
+        """Links to the stored source picture and mask (served by `generation:source`, never as media)."""
+        links = [(job.source_url(kind), label) for kind, label, stored in (
+            ("init", "init image", job.init_image), ("mask", "mask", job.mask)) if stored]
+        if not links:
+            return "—"
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
 
 
 @admin.register(WorkerProbe)

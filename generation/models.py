@@ -1,6 +1,8 @@
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -132,6 +134,16 @@ class Generation(models.Model):
     metadata = models.JSONField(default=dict, blank=True, help_text="Engine metadata of the run (timings, device)")
     preview = models.TextField(blank=True, help_text="The latest live preview while running (a data: URL), for "
                                                      "clients that (re)connect or poll")
+    # Image to image: the pictures the job starts from, re-encoded as PNG under a private path
+    # (``sources/``; media is never served directly: `generation:source` streams them to the
+    # owner and staff only). Deleted with the job (`delete_source_files`).
+    init_image = models.FileField(max_length=200, blank=True, editable=False,
+                                  help_text="img2img/inpaint/outpaint: the source picture (PNG)")
+    mask = models.FileField(max_length=200, blank=True, editable=False,
+                            help_text="inpaint: the mask (PNG, white = repaint)")
+    source_image = models.ForeignKey(
+        "gallery.Image", on_delete=models.SET_NULL, null=True, blank=True, related_name="used_as_source_by",
+        help_text="The gallery image the source picture was taken from, if any")
 
     objects = GenerationQuerySet.as_manager()
 
@@ -154,6 +166,19 @@ class Generation(models.Model):
         return self.params.get("prompt", "")
 
     @property
+    def mode(self) -> str:
+        """txt2img, img2img, inpaint or outpaint (jobs stored before image to image: txt2img)."""
+        return self.params.get("mode") or "txt2img"
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.init_image)
+
+    def source_url(self, kind: str) -> str:
+        """The page address of a stored source picture (kind: "init" or "mask"); owner and staff only."""
+        return reverse("generation:source", args=[self.pk, kind])
+
+    @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
 
@@ -166,6 +191,22 @@ class Generation(models.Model):
         Generation.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
         self.event_seq = Generation.objects.values_list("event_seq", flat=True).get(pk=self.pk)
         return self.event_seq
+
+
+@receiver(post_delete, sender=Generation)
+def delete_source_files(sender, instance: Generation, **kwargs):
+    """Deleting a job (one, in bulk, or with its owner) deletes its source pictures, after commit
+    (a rolled-back delete keeps them)."""
+    names = [stored.name for stored in (instance.init_image, instance.mask) if stored]
+    if not names:
+        return
+    storage = instance.init_image.storage
+
+    def remove():
+        for name in names:
+            storage.delete(name)
+
+    transaction.on_commit(remove)
 
 
 class WorkerStatus(models.Model):

@@ -17,6 +17,7 @@ from django.utils import timezone
 from generation import diffusion, events  # the ML core loads torch when a job first needs it (PEP 562)
 from generation.models import Generation
 from generation.outputs import image_summary, store_checked_image
+from generation.sources import load_sources
 from generation.workers import RUNNING_JOBS, load_for_job
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def people_message(error: BaseException) -> str:
     """What went wrong, in words a person can act on."""
     if isinstance(error, diffusion.ModelLoadError):
         return f"The model could not be loaded: {error}"
+    if isinstance(error, diffusion.UnsupportedRequest):  # the engine's words are for the person
+        return f"This model cannot run this request: {error}"
     # torch.OutOfMemoryError says "CUDA out of memory"; other devices' allocators say the same words.
     if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
         return "The worker ran out of memory. Try a smaller size or fewer images per job."
@@ -206,7 +209,14 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             def should_cancel() -> bool:
                 return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
 
-            result = diffusion.generate(loaded, job.request, on_progress=on_progress, should_cancel=should_cancel,
+            request = job.request
+            # Image to image: the stored pictures travel beside the request (the engine fits them to
+            # width x height; outpaint and hires results are request.output_size).
+            source = load_sources(job) if request.has_source else None
+            if request.has_source and source is None:
+                raise ValueError(f"job {job.pk} is {request.mode} but has no stored source picture")
+            result = diffusion.generate(loaded, request, source=source, on_progress=on_progress,
+                                        should_cancel=should_cancel,
                                         preview_size=None)  # latent resolution; enlarged smoothly here
             images = store_images(job, result)
         except diffusion.GenerationCancelled as cancelled:

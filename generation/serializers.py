@@ -15,10 +15,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from generation.diffusion import MAX_PROMPT_CHARS, MAX_SEED, SAMPLERS
-from generation.diffusion.request import (MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS, MAX_CLIP_GUIDANCE_EVERY,
-                                          MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE, ModelLimits)
+from generation.diffusion.request import (HR_UPSCALERS, INPAINTING_FILLS, MAX_AUTOGUIDANCE_SCALE, MAX_CLIP_CUTOUTS,
+                                          MAX_CLIP_GUIDANCE_EVERY, MAX_CLIP_GUIDANCE_SCALE, MAX_GUIDANCE_SCALE,
+                                          MAX_HR_SCALE, MAX_INPAINT_PADDING, MAX_MASK_BLUR, MODES, RESIZE_MODES,
+                                          ModelLimits)
 from generation.models import DiffusionModel, Generation
 from generation.queue import queue_position
+from generation.sources import FORMATS_TEXT, MAX_SOURCE_BYTES, MAX_SOURCE_PIXELS, describe_source
 
 
 class StrictSerializer(serializers.Serializer):
@@ -78,6 +81,9 @@ class DiffusionModelSerializer(serializers.ModelSerializer):
 # --- Jobs ---------------------------------------------------------------------------------------
 
 _DEFAULTS = ModelLimits()
+INIT_IMAGE_HELP = (f"The picture to start from: base64 or a data: URL ({FORMATS_TEXT}, at most "
+                   f"{MAX_SOURCE_BYTES // (1024 * 1024)} MB and {MAX_SOURCE_PIXELS:,} pixels); in a multipart body, "
+                   "a file part")
 
 
 class GenerationRequestSerializer(StrictSerializer):
@@ -112,6 +118,77 @@ class GenerationRequestSerializer(StrictSerializer):
     clip_guidance_every = serializers.IntegerField(required=False, min_value=1, max_value=MAX_CLIP_GUIDANCE_EVERY)
     clip_guidance_start = serializers.FloatField(required=False, min_value=0, max_value=1)
     clip_guidance_end = serializers.FloatField(required=False, min_value=0, max_value=1)
+    # Image to image (A1111's img2img fields; the picture itself: init_image / source_image below).
+    mode = serializers.ChoiceField(
+        required=False, choices=list(MODES),
+        help_text="Absent: inferred -- a mask: inpaint; an init_image, source_image or source_job: img2img; "
+                  "else txt2img. img2img, inpaint and outpaint need a source picture.")
+    denoising_strength = serializers.FloatField(
+        required=False, min_value=0, max_value=1,
+        help_text="img2img/inpaint/outpaint: how much of the source is repainted (steps x strength steps run)")
+    resize_mode = serializers.IntegerField(
+        required=False, min_value=0, max_value=max(RESIZE_MODES),
+        help_text="How a source of another size is fitted to width x height: "
+                  + ", ".join(f"{number}: {name.lower()}" for number, name in RESIZE_MODES.items()))
+    mask_blur = serializers.IntegerField(required=False, min_value=0, max_value=MAX_MASK_BLUR,
+                                         help_text="Pixels of blur on the mask's edge")
+    inpainting_fill = serializers.IntegerField(
+        required=False, min_value=0, max_value=max(INPAINTING_FILLS),
+        help_text="What the masked area starts from: "
+                  + ", ".join(f"{number}: {name}" for number, name in INPAINTING_FILLS.items()))
+    inpaint_full_res = serializers.BooleanField(
+        required=False, help_text="Repaint only the masked region, at full resolution, then paste it back")
+    inpaint_full_res_padding = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INPAINT_PADDING,
+                                                        help_text="Pixels of context around that region")
+    inpainting_mask_invert = serializers.BooleanField(required=False,
+                                                      help_text="Repaint the black of the mask instead of the white")
+    outpaint_left = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_width,
+                                             help_text="outpaint: pixels added on the left (a multiple of 8)")
+    outpaint_right = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_width)
+    outpaint_top = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_height)
+    outpaint_bottom = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_height)
+    # Hires fix (txt2img only).
+    enable_hr = serializers.BooleanField(required=False, help_text="txt2img: a second pass at a larger size")
+    hr_scale = serializers.FloatField(required=False, min_value=1, max_value=MAX_HR_SCALE)
+    hr_resize_x = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_width,
+                                           help_text="0: width x hr_scale")
+    hr_resize_y = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_height,
+                                           help_text="0: height x hr_scale")
+    hr_upscaler = serializers.ChoiceField(required=False, choices=list(HR_UPSCALERS))
+    hr_second_pass_steps = serializers.IntegerField(required=False, min_value=0, max_value=_DEFAULTS.max_steps,
+                                                    help_text="0: the same as steps")
+    hr_denoising_strength = serializers.FloatField(required=False, min_value=0, max_value=1)
+    hr_prompt = serializers.CharField(required=False, allow_blank=True, max_length=MAX_PROMPT_CHARS,
+                                      help_text="Empty: the prompt")
+    hr_negative_prompt = serializers.CharField(required=False, allow_blank=True, max_length=MAX_PROMPT_CHARS,
+                                               help_text="Empty: the negative prompt")
+    hr_sampler_name = serializers.CharField(required=False, allow_blank=True,
+                                            help_text="Empty: the sampler; else a sampler name")
+    # The source picture (one of init_image, source_image, source_job) and the mask.
+    init_image = serializers.CharField(required=False, help_text=INIT_IMAGE_HELP)
+    mask = serializers.CharField(
+        required=False,
+        help_text="inpaint: white = repaint (or the opaque part of a transparent PNG); the init image's size; "
+                  "as init_image")
+    source_image = serializers.IntegerField(required=False, min_value=1,
+                                            help_text="Instead of init_image: the id of an image you can see")
+    source_job = serializers.IntegerField(
+        required=False, min_value=1,
+        help_text="Instead of init_image: the id of one of your jobs whose source picture (and mask) to reuse")
+
+
+class GenerationUploadSerializer(GenerationRequestSerializer):
+    """The same body as multipart/form-data: the pictures as file parts."""
+
+    init_image = serializers.FileField(required=False, help_text=INIT_IMAGE_HELP)
+    mask = serializers.FileField(required=False, help_text="inpaint: white = repaint; the init image's size")
+
+
+class SourcePictureSerializer(serializers.Serializer):
+    image = serializers.IntegerField(allow_null=True, help_text="The gallery image it came from (if you can see it)")
+    image_url = serializers.CharField(allow_null=True, help_text="That image in the API")
+    init_image = serializers.CharField(help_text="Download the stored source picture (PNG)")
+    mask = serializers.CharField(allow_null=True, help_text="Download the stored mask (PNG); null without one")
 
 
 class ImageSummarySerializer(serializers.Serializer):
@@ -149,11 +226,14 @@ class GenerationSerializer(serializers.ModelSerializer):
     cancel_url = serializers.SerializerMethodField()
     page_url = serializers.SerializerMethodField()
     websocket_url = serializers.SerializerMethodField()
+    mode = serializers.SerializerMethodField(help_text="txt2img, img2img, inpaint or outpaint")
+    source = serializers.SerializerMethodField(help_text="The source picture of an image-to-image job; null for "
+                                                         "text to image")
 
     class Meta:
         model = Generation
-        fields = ["id", "status", "step", "total_steps", "position", "eta", "model", "params", "error",
-                  "created_at", "started_at", "finished_at", "images", "url", "cancel_url", "page_url",
+        fields = ["id", "status", "step", "total_steps", "position", "eta", "model", "mode", "params", "error",
+                  "created_at", "started_at", "finished_at", "images", "source", "url", "cancel_url", "page_url",
                   "websocket_url"]
         read_only_fields = fields
 
@@ -172,6 +252,24 @@ class GenerationSerializer(serializers.ModelSerializer):
     def get_images(self, job) -> list:
         # A succeeded job's images, or what a cancelled one had made when it was interrupted.
         return [image_summary(image) for image in sorted(job.images.all(), key=lambda image: image.index)]
+
+    @extend_schema_field(serializers.ChoiceField(choices=list(MODES)))
+    def get_mode(self, job) -> str:
+        return job.mode
+
+    @extend_schema_field(SourcePictureSerializer(allow_null=True))
+    def get_source(self, job) -> dict | None:
+        # Jobs are listed and shown to their owner and staff only, who may see their source.
+        request = self.context.get("request")
+        viewer = getattr(request, "user", None)
+        info = describe_source(job, viewer) if viewer is not None else None
+        if info is None or info["init_url"] is None:
+            return None
+        image = info["image"]
+        return {"image": image.pk if image is not None else None,
+                "image_url": reverse("api:image-detail", args=[image.pk]) if image is not None else None,
+                "init_image": reverse("api:generation-source", args=[job.pk, "init"]),
+                "mask": reverse("api:generation-source", args=[job.pk, "mask"]) if job.mask else None}
 
     def get_url(self, job) -> str:
         return reverse("api:generation-detail", args=[job.pk])

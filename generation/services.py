@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from generation import admission, events
+from generation import admission, events, sources
 from generation.models import DiffusionModel, Generation, WorkerProbe
 from generation.queue import queue_position
 from generation.tasks import answer_worker_probe, nudge
@@ -30,13 +30,36 @@ def submit_generation(owner, raw: Mapping[str, Any], model: DiffusionModel | Non
     Raises `admission.Refusal` (field-named) and stores nothing when the request is invalid,
     its prompt is blocked, or the person is over a limit. `raw["model"]` (a slug) picks the
     model unless `model` is given.
+
+    Image to image: `raw` may also hold `init_image` and `mask` (base64 text, a data: URL, bytes
+    or an uploaded file), `source_image` (the id of a gallery image `owner` may see, used as the
+    init image) or `source_job` (the id of one of `owner`'s jobs, whose stored source is reused).
+    Without `mode`, it is inferred: a mask -> inpaint, a source -> img2img, else txt2img. The
+    pictures are checked before decoding (`sources`) and stored with the job, privately.
     """
     fields = dict(raw)
     slug = fields.pop("model", None)
+    given = sources.pop_source_fields(fields)
     if model is None:
         model = admission.resolve_model(slug)
-    request = admission.validated_request(fields, model)
+    # Every refused field at once: the pictures' and the request's.
+    errors: dict[str, str] = {}
+    request = picked = None
+    try:
+        picked = sources.read_sources(owner, given)
+    except admission.Refusal as refusal:
+        errors.update(refusal.errors)
+    if fields.get("mode") in (None, ""):
+        fields["mode"] = sources.infer_mode(given, picked)
+    try:
+        request = admission.validated_request(fields, model)
+    except admission.Refusal as refusal:
+        errors = {**refusal.errors, **errors}
+    if errors:
+        raise admission.Refusal(errors)
+    picked = sources.check_sources(request, picked, given)
     admission.check_prompt(owner, request.prompt, request.negative_prompt)
+    files = sources.encoded(picked)  # outside the transaction: encoding takes a moment
 
     with transaction.atomic():
         # Serialise one person's submissions (row lock on PostgreSQL; SQLite's
@@ -45,7 +68,9 @@ def submit_generation(owner, raw: Mapping[str, Any], model: DiffusionModel | Non
         admission.check_job_limits(owner, request.num_images)
         job = Generation.objects.create(
             owner=owner, model=model, params=request.to_dict(), total_steps=request.steps,
+            source_image=picked.source_image,
         )
+        sources.store_sources(job, files)
         transaction.on_commit(lambda: announce_queued(job))
     return job
 

@@ -51,4 +51,7 @@ def job_snapshot(job: Generation) -> dict:
         "images": [image_summary(image) for image in job.images.all()] if job.status in WITH_IMAGES else [],
         "url": reverse("generation:detail", args=[job.pk]),
         "cancel_url": reverse("generation:cancel", args=[job.pk]),
+        # Image to image: the mode, and the stored source picture (snapshots go to the owner and staff only).
+        "mode": job.mode,
+        "source_url": job.source_url("init") if job.init_image else None,
     }

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from generation import views
 
@@ -7,6 +7,8 @@ app_name = "generation"
 urlpatterns = [
     path("generate/", views.generate, name="generate"),
     path("generate/import-png/", views.import_png, name="import_png"),
+    # A job's stored source picture (owner and staff only); ids of at most 18 digits, kinds init | mask.
+    re_path(r"^generate/jobs/(?P<pk>[0-9]{1,18})/source/(?P<kind>init|mask)/$", views.source, name="source"),
     path("generations/", views.jobs, name="jobs"),
     path("generations/<int:pk>/", views.detail, name="detail"),
     path("generations/<int:pk>/cancel/", views.cancel, name="cancel"),

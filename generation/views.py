@@ -11,10 +11,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gallery.models import Image
+from generation import sources
 from generation.admission import Refusal
 from generation.diffusion import read_png_parameters
 from generation.diffusion.pngmeta import PngMetadataError
-from generation.diffusion.request import GenerationRequest
+from generation.diffusion.request import INPAINTING_FILLS, RESIZE_MODES, GenerationRequest
 from generation.forms import GenerateForm, form_id
 from generation.models import DiffusionModel, Generation, WorkerStatus
 from generation.services import can_manage, cancel_generation, submit_generation
@@ -40,14 +41,21 @@ def add_errors(form, errors: dict) -> None:
             form.add_error(None, f"{field.replace('_', ' ').capitalize()} {message}")
 
 
-def remix_params(request) -> dict | None:
-    """The fields of the image ``?remix=<id>`` names, if the person may see it (a `Refusal` naming
-    ``remix`` when it is not an id)."""
+def remix_image(request) -> Image | None:
+    """The image ``?remix=<id>`` names, if the person may see it (a `Refusal` naming ``remix`` when
+    it is not an id)."""
     image_id = form_id(request.GET.get("remix"), "remix")
     if image_id is None:
         return None
-    image = Image.objects.filter(pk=image_id).first()
+    image = Image.objects.filter(pk=image_id).select_related("generation", "model").first()
     if image is None or not image.can_view(request.user):
+        return None
+    return image
+
+
+def remix_params(image: Image | None) -> dict | None:
+    """The request fields to start from when remixing ``image``."""
+    if image is None:
         return None
     # Through the request class: a field a job was stored without (e.g. autoguidance_scale, added
     # later) gets the value it ran with -- the field's default, not today's model default.
@@ -58,6 +66,61 @@ def remix_params(request) -> dict | None:
     return params
 
 
+def remix_source(image: Image | None, user) -> dict:
+    """The source a Remix carries over: the gallery image the job started from (``source_image``,
+    when the person may see it), else the job's own stored picture (``source_job``, its owner only)."""
+    job = image.generation if image is not None else None
+    if job is None or not job.init_image:
+        return {}
+    if job.source_image_id and job.source_image.can_view(user):
+        return {"source_image": job.source_image}
+    if job.owner_id == user.pk:
+        return {"source_job": job}
+    return {}
+
+
+def picked_source_image(request) -> Image | None:
+    """``?source_image=<id>`` ("Use as input"): that image, if the person may see it."""
+    image_id = form_id(request.GET.get("source_image"), "source_image")
+    if image_id is None:
+        return None
+    image = Image.objects.filter(pk=image_id).first()
+    if image is None or not image.can_view(request.user):
+        raise Refusal({"source_image": sources.NO_SUCH_IMAGE})
+    return image
+
+
+def source_context(source_image: Image | None = None, source_job: Generation | None = None) -> dict:
+    """The generate page's picked source: ``source_image`` (a gallery Image) or ``source_job`` (a job
+    of the person's whose stored picture is reused), and ``source_preview_url`` /
+    ``source_mask_url`` to show them."""
+    context = {"source_image": source_image, "source_job": source_job, "source_preview_url": None,
+               "source_mask_url": None}
+    if source_image is not None:
+        context["source_preview_url"] = source_image.file_url()
+    elif source_job is not None:
+        context["source_preview_url"] = source_job.source_url("init")
+        context["source_mask_url"] = source_job.source_url("mask") if source_job.mask else None
+    return context
+
+
+def posted_request(request, form) -> dict:
+    """The raw submission of the generate page: the form's fields (the chosen mode's included) and
+    the source: files ``init_image`` / ``mask`` (or the same as data: URLs), ``source_image``
+    (a gallery image id) or ``source_job`` (one of the person's job ids)."""
+    post = request.POST
+    raw = form.request_fields()
+    for name in ("init_image", "mask"):
+        value = request.FILES.get(name) or post.get(name, "")
+        if value:
+            raw[name] = value
+    for name in ("source_image", "source_job"):
+        if post.get(name, "").strip():
+            raw[name] = post[name]
+    raw["model"] = post.get("model", "")
+    return raw
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def generate(request):
@@ -65,28 +128,55 @@ def generate(request):
     if request.method == "POST":
         form = GenerateForm(request.POST)
         try:
-            job = submit_generation(request.user, {**form.request_fields(), "model": request.POST.get("model", "")})
+            job = submit_generation(request.user, posted_request(request, form))
         except Refusal as error:
             if wants_json(request):
                 return JsonResponse({"errors": error.errors}, status=error.status)
             add_errors(form, error.errors)
-            return render(request, "generation/generate.html", {"form": form, "models": models,
-                                                                "recent": recent_jobs(request.user)}, status=error.status)
+            context = {"form": form, "models": models, "recent": recent_jobs(request.user),
+                       **posted_source_context(request)}
+            return render(request, "generation/generate.html", context, status=error.status)
         if wants_json(request):
             return JsonResponse({"job": job_snapshot(job)}, status=202)
         return redirect(job)
+    remix, picked = None, {}
     try:
-        remix = remix_params(request)
+        image = remix_image(request)
+        remix = remix_params(image)
+        picked = remix_source(image, request.user) if image is not None else {}
+        source_image = picked_source_image(request)
+        if source_image is not None:  # "Use as input" wins over a Remix's own source
+            picked = {"source_image": source_image}
     except Refusal as error:
         for message in error.messages():
             messages.error(request, message)
-        remix = None
     default = DiffusionModel.default()
     if remix and remix.get("model"):
         default = DiffusionModel.objects.filter(enabled=True, slug=remix["model"]).first() or default
     form = GenerateForm(initial=GenerateForm.initial_for(default, remix))
     return render(request, "generation/generate.html", {"form": form, "models": models,
-                                                        "recent": recent_jobs(request.user)})
+                                                        "recent": recent_jobs(request.user),
+                                                        **source_context(**picked)})
+
+
+def posted_source_context(request) -> dict:
+    """A refused form shows the gallery image or job it was given again (an uploaded file must be
+    chosen again: browsers never refill a file input)."""
+    picked = {}
+    try:
+        image_id = form_id(request.POST.get("source_image"), "source_image")
+        job_id = form_id(request.POST.get("source_job"), "source_job")
+    except Refusal:
+        return source_context()
+    if image_id is not None:
+        image = Image.objects.filter(pk=image_id).first()
+        if image is not None and image.can_view(request.user):
+            picked["source_image"] = image
+    elif job_id is not None:
+        job = Generation.objects.filter(pk=job_id, owner=request.user).first()
+        if job is not None and job.init_image:
+            picked["source_job"] = job
+    return source_context(**picked)
 
 
 def recent_jobs(user):
@@ -96,36 +186,99 @@ def recent_jobs(user):
 
 # The job page's parameter list: (label, key of the stored request), in the generate form's order.
 PARAMETER_LABELS = [
-    ("Negative prompt", "negative_prompt"), ("Size", None), ("Steps", "steps"), ("Sampler", "sampler"),
-    ("Guidance scale", "guidance_scale"), ("Autoguidance scale", "autoguidance_scale"), ("Seed", "seed"),
-    ("Images", "num_images"), ("CLIP guidance scale", "clip_guidance_scale"), ("Eta", "eta"),
+    ("Mode", "mode"), ("Negative prompt", "negative_prompt"), ("Size", None), ("Steps", "steps"),
+    ("Sampler", "sampler"), ("Guidance scale", "guidance_scale"), ("Autoguidance scale", "autoguidance_scale"),
+    ("Seed", "seed"), ("Images", "num_images"), ("CLIP guidance scale", "clip_guidance_scale"), ("Eta", "eta"),
+]
+MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint"}
+# Shown for the modes that use them: (label, key, modes).
+IMAGE_PARAMETER_LABELS = [
+    ("Denoising strength", "denoising_strength", ("img2img", "inpaint", "outpaint")),
+    ("Resize mode", "resize_mode", ("img2img", "inpaint", "outpaint")),
+    ("Mask blur", "mask_blur", ("inpaint", "outpaint")),
+    ("Masked content", "inpainting_fill", ("inpaint", "outpaint")),
+    ("Inpaint area", "inpaint_full_res", ("inpaint",)),
+    ("Only masked padding", "inpaint_full_res_padding", ("inpaint",)),
+    ("Mask inverted", "inpainting_mask_invert", ("inpaint",)),
+]
+HIRES_PARAMETER_LABELS = [
+    ("Hires upscaler", "hr_upscaler"), ("Hires steps", "hr_second_pass_steps"),
+    ("Hires denoising strength", "hr_denoising_strength"), ("Hires prompt", "hr_prompt"),
+    ("Hires negative prompt", "hr_negative_prompt"), ("Hires sampler", "hr_sampler_name"),
 ]
 
 
 def job_parameters(job) -> list[tuple[str, object]]:
-    """What the job asked for, as (label, value) rows; empty and zero-valued extras left out."""
+    """What the job asked for, as (label, value) rows; empty and zero-valued extras left out, and
+    the image-to-image and hires rows only for the jobs that use them."""
     params, rows = job.params or {}, []
+    request = GenerationRequest.from_dict(params) if params.get("prompt") is not None else None
+    mode = params.get("mode") or "txt2img"
     for label, key in PARAMETER_LABELS:
+        if key == "mode":
+            if mode != "txt2img":
+                rows.append((label, MODE_LABELS.get(mode, mode)))
+            continue
         if key is None:
             if params.get("width") and params.get("height"):
-                rows.append((label, f"{params['width']}×{params['height']}"))
+                size = f"{params['width']}×{params['height']}"
+                if request is not None and request.output_size != (request.width, request.height):
+                    size += " → {}×{}".format(*request.output_size)  # outpaint, hires fix
+                rows.append((label, size))
             continue
         value = params.get(key)
         if value in (None, "") or (key in ("negative_prompt", "autoguidance_scale", "clip_guidance_scale", "eta")
                                    and not value):
             continue
         rows.append((label, value))
+    for label, key, modes in IMAGE_PARAMETER_LABELS:
+        if mode in modes and key in params:
+            value = params[key]
+            if key == "resize_mode":
+                value = RESIZE_MODES.get(value, value)
+            elif key == "inpainting_fill":
+                value = INPAINTING_FILLS.get(value, value)
+            elif key == "inpaint_full_res":
+                value = "Only masked" if value else "Whole picture"
+            elif key == "inpainting_mask_invert" and not value:
+                continue
+            rows.append((label, value))
+    if mode == "outpaint":
+        sides = [f"{side} {params.get(f'outpaint_{side}', 0)}" for side in ("left", "right", "top", "bottom")
+                 if params.get(f"outpaint_{side}")]
+        rows.append(("Outpaint", ", ".join(sides)))
+    if mode == "txt2img" and params.get("enable_hr"):
+        for label, key in HIRES_PARAMETER_LABELS:
+            value = params.get(key)
+            if value in (None, "", 0):
+                continue
+            rows.append((label, value))
     return rows
 
 
 @login_required
 def detail(request, pk):
-    job = get_object_or_404(Generation.objects.visible_to(request.user).select_related("model"), pk=pk)
+    job = get_object_or_404(Generation.objects.visible_to(request.user).select_related("model", "source_image"),
+                            pk=pk)
     if wants_json(request):
         return JsonResponse(job_snapshot(job))
     return render(request, "generation/detail.html", {"job": job, "snapshot": job_snapshot(job),
                                                       "parameters": job_parameters(job),
-                                                      "images": job.images.all()})
+                                                      "images": job.images.all(),
+                                                      "source": sources.describe_source(job, request.user)})
+
+
+@login_required
+def source(request, pk, kind):
+    """A job's stored source picture (kind "init" or "mask"): its owner and staff only; a 404 for
+    everyone else, so nothing tells that it exists."""
+    job = Generation.objects.filter(pk=pk).first()
+    if job is None or not can_manage(request.user, job):
+        raise Http404("No such job.")
+    stored = sources.stored_source(job, kind)
+    if stored is None:
+        raise Http404("This job has no such picture.")
+    return sources.serve_png(stored)
 
 
 @login_required
@@ -147,7 +300,7 @@ def jobs(request):
     return render(request, "generation/jobs.html", {"page": page})
 
 
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
+MAX_IMPORT_BYTES = sources.MAX_SOURCE_BYTES  # one limit for every image a person hands the site
 
 
 @login_required

@@ -1,6 +1,6 @@
 """What A1111 clients ask a server about before they generate, in A1111's shapes, with what ldmsite
-has: its models, samplers and schedule types, and empty lists of what it has none of (upscalers,
-LoRAs, embeddings, styles, VAEs, scripts). Also png-info (a PNG's parameters), memory, cmd-flags,
+has: its models, samplers, schedule types and the hires fix's upscalers, and empty lists of what
+it has none of (LoRAs, embeddings, styles, VAEs, scripts). Also png-info (a PNG's parameters), memory, cmd-flags,
 the refresh calls (nothing to refresh: models come from the registry) and /internal/ping.
 """
 
@@ -21,6 +21,7 @@ from rest_framework.response import Response
 
 from generation.admission import Refusal
 from generation.diffusion import SAMPLERS, parse_parameters
+from generation.diffusion.request import IMAGE_UPSCALERS, LATENT_UPSCALERS
 from generation.models import DiffusionModel
 
 from .base import A1111View, null_response
@@ -48,12 +49,29 @@ def empty_list_view(name: str, summary: str, item: dict, description: str) -> ty
                                      "get": listing(summary, item, description=description)(get)})
 
 
-Upscalers = empty_list_view("Upscalers", "upscalers", {
-    "name": Text(), "model_name": Text(allow_null=True), "model_path": Text(allow_null=True),
-    "model_url": Text(allow_null=True), "scale": serializers.FloatField(allow_null=True)},
-    "ldmsite has no upscalers (nor hires fix): an empty list.")
-LatentUpscaleModes = empty_list_view("LatentUpscaleModes", "latent-upscale-modes", {"name": Text()},
-                                     "ldmsite has no hires fix: an empty list.")
+# The hires fix's image upscalers (resamplers, no model files), as A1111 lists its built-in ones
+# (its UpscalerData's default scale, 4); the latent ones are latent-upscale-modes.
+UPSCALERS = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+             for name in IMAGE_UPSCALERS]
+LATENT_UPSCALE_MODES = [{"name": name} for name in LATENT_UPSCALERS]
+
+
+class Upscalers(A1111View):
+    @listing("upscalers", {
+        "name": Text(), "model_name": Text(allow_null=True), "model_path": Text(allow_null=True),
+        "model_url": Text(allow_null=True), "scale": serializers.FloatField(allow_null=True)},
+        description="The hires fix's image upscalers (`hr_upscaler`): resamplers, no model files. "
+                    "The latent ones are latent-upscale-modes.")
+    def get(self, request):
+        return Response(UPSCALERS)
+
+
+class LatentUpscaleModes(A1111View):
+    @listing("latent-upscale-modes", {"name": Text()},
+             description="The hires fix's latent upscalers (`hr_upscaler`), interpolating the first pass's latents.")
+    def get(self, request):
+        return Response(LATENT_UPSCALE_MODES)
+
 Loras = empty_list_view("Loras", "loras", {"name": Text(), "alias": Text(), "path": Text(),
                                            "metadata": serializers.DictField()},
                         "ldmsite has no LoRAs (`<lora:…>` in a prompt is plain text): an empty list.")
@@ -195,7 +213,16 @@ def infotext_dict(fields: dict, extra: dict) -> dict:
     keys = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "steps": "Steps", "sampler": "Sampler",
             "guidance_scale": "CFG scale", "seed": "Seed", "width": "Size-1", "height": "Size-2",
             "autoguidance_scale": "Autoguidance scale", "eta": "Eta"}
+    keys |= {"denoising_strength": "Denoising strength", "hr_denoising_strength": "Denoising strength",
+             "mask_blur": "Mask blur", "inpaint_full_res_padding": "Masked area padding",
+             "hr_scale": "Hires upscale", "hr_resize_x": "Hires resize-1", "hr_resize_y": "Hires resize-2",
+             "hr_second_pass_steps": "Hires steps", "hr_upscaler": "Hires upscaler", "hr_sampler_name": "Hires sampler",
+             "hr_prompt": "Hires prompt", "hr_negative_prompt": "Hires negative prompt"}
     parameters = {label: fields[name] for name, label in keys.items() if name in fields}
+    if fields.get("inpaint_full_res"):
+        parameters["Inpaint area"] = "Only masked"
+    if fields.get("inpainting_mask_invert"):
+        parameters["Mask mode"] = "Inpaint not masked"
     parameters.setdefault("Negative prompt", "")
     return {**parameters, **extra}
 

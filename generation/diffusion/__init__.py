@@ -9,9 +9,11 @@ Public API (see docs/PERFORMANCE.md and the module docstrings for details)::
                                limits=model.limits)
     model = cache.get("path/or/hub-id")           # ModelCache(max_bytes).get -> LoadedModel
     result = generate(model, request, on_progress=..., should_cancel=...)
+    # image to image: the pictures travel beside the request (mode img2img / inpaint / outpaint)
+    result = generate(model, request, source=SourceImages(init_image, mask))
     write_png(result.images[0], result.metadata[0], result.parameters[0], "out.png")
 
-The request, sampler-name and PNG-metadata parts (with a model's limits, the reading of a model
+The request, sampler-name, source-image and PNG-metadata parts (with a model's limits, the reading of a model
 directory's own defaults file and ``ModelLoadError``) import neither torch nor diffusers, so the web
 process can validate input cheaply; everything else is imported on first use (PEP 562).
 """
@@ -24,9 +26,10 @@ from typing import TYPE_CHECKING
 from .hashing import SHORT_HASH_DIGITS, directory_content_hash, short_hash
 from .pngmeta import format_parameters, parse_parameters, read_png_metadata, read_png_parameters, write_png
 from .request import (MAX_PROMPT_CHARS, MAX_SEED, MODEL_DEFAULTS_FILE, REQUEST_FIELDS, GenerationRequest,
-                      ModelDefaultsError, ModelLimits, ModelLoadError, RequestValidationError, read_model_defaults,
-                      validate_request)
+                      ModelDefaultsError, ModelLimits, ModelLoadError, RequestValidationError, UnsupportedRequest,
+                      read_model_defaults, validate_request)
 from .samplers import DPMPP_SDE_AVAILABLE, SAMPLER_ALIASES, SAMPLERS, build_scheduler, resolve_sampler
+from .sources import SourceImages, check_source
 
 _LAZY = {
     # engine
@@ -58,11 +61,11 @@ _LAZY = {
 
 __all__ = [
     "GenerationRequest", "ModelLimits", "RequestValidationError", "validate_request", "REQUEST_FIELDS",
-    "MAX_PROMPT_CHARS", "MAX_SEED", "ModelLoadError", "ModelDefaultsError", "MODEL_DEFAULTS_FILE",
+    "MAX_PROMPT_CHARS", "MAX_SEED", "ModelLoadError", "UnsupportedRequest", "ModelDefaultsError", "MODEL_DEFAULTS_FILE",
     "read_model_defaults", "directory_content_hash", "short_hash", "SHORT_HASH_DIGITS",
     "SAMPLERS", "SAMPLER_ALIASES", "DPMPP_SDE_AVAILABLE", "resolve_sampler", "build_scheduler",
     "write_png", "read_png_parameters", "read_png_metadata", "format_parameters", "parse_parameters",
-    *_LAZY,
+    "SourceImages", "check_source", *_LAZY,
 ]
 
 

@@ -23,6 +23,24 @@ With autoguidance on, the job's pipeline is handed an :class:`~.autoguidance.Aut
 over the same weights in place of its UNet, which adds the guide model's correction to each
 prediction.
 
+Image to image (``request.mode``; the pictures come beside the request as
+:class:`~.sources.SourceImages`): img2img runs diffusers' ``StableDiffusionImg2ImgPipeline``,
+inpaint and outpaint its ``StableDiffusionInpaintPipeline`` (the SDXL forms for SDXL models),
+each made from the loaded pipeline as ``from_pipe`` makes one (:func:`job_pipeline`) -- the same
+weights, this job's scheduler and UNet stand-in. A 9-channel (inpainting) UNet inpaints natively; a 4-channel one by the
+pipeline's latent blending. :func:`~.sources.prepare_source` fits the source and builds the mask
+(resize mode, invert, blur, outpaint canvas, "fill"); ``inpaint_full_res`` is the pipeline's
+``padding_mask_crop``; the result is pasted over the (fitted) source through the blurred mask, as
+A1111 and diffusers' ``apply_overlay`` do. "latent noise" / "latent nothing" replace the masked
+part of the encoded source with noise (seeded seed + k) / zeros before it is noised, as A1111
+does, by wrapping the job pipeline's ``prepare_latents``. With a batch, the source is encoded
+once per image with that image's generator, so image k stays the image of seed + k.
+
+Hires fix (txt2img with ``enable_hr``): a first pass at width x height, then an img2img pass at
+``request.hr_size`` over its latents (interpolated: the "Latent" upscalers) or its decoded
+images (resampled with Pillow, encoded again), with new per-image generators seeded seed + k.
+Progress counts the steps of both passes; a cancel in either keeps what the run has.
+
 Each job gets a fresh scheduler and a fresh pipeline object sharing the model's weights, so
 worker threads can run jobs on one resident model concurrently. Image k uses seed + k through
 its own CPU ``torch.Generator`` (a list of generators, one per image), which makes image k
@@ -32,6 +50,7 @@ independent of the batch size and of the device, as in ComfyUI's CPU noise.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import platform
@@ -41,6 +60,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
+                       StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
 from PIL import Image
 
 from .autoguidance import AutoguidedUNet
@@ -48,8 +69,9 @@ from .clip import clip_guidance_gradient, clip_scores, guided_model_output
 from .loading import LoadedModel
 from .pngmeta import format_parameters
 from .preview import LatentPreview, latents_to_preview
-from .request import GenerationRequest
+from .request import LATENT_UPSCALERS, GenerationRequest, UnsupportedRequest
 from .samplers import SAMPLERS
+from .sources import PreparedSource, SourceImages, check_source, prepare_source
 
 ENGINE_VERSION = "1.0"
 
@@ -296,19 +318,24 @@ class _StepObserver:
 
 
 class _ClipGuidance:
-    def __init__(self, model: LoadedModel, request: GenerationRequest):
+    def __init__(self, model: LoadedModel, request: GenerationRequest, prompt: str | None = None):
         self.model = model
         self.request = request
-        self.text_embedding = model.clip.text_embeddings([request.prompt])
+        self.text_embedding = model.clip.text_embeddings([prompt if prompt is not None else request.prompt])
         # Cutout positions come from per-image generators (seed + k, like the noise), so a guided
         # image also reproduces on its own.
         self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+        self.pipe = None  # the pipeline this pass runs in (set by _make_pass): how many steps it runs
         self.indices: list[int] | None = None
         self.done: list[int] = []
 
     def applies(self, index: int, scheduler) -> bool:
         if self.indices is None:
-            self.indices = guided_step_indices(self.request, step_noise_levels(scheduler))
+            levels = step_noise_levels(scheduler)
+            # img2img, inpainting and the hires pass start the schedule part-way (the pipeline's
+            # begin index): the window is laid over the steps this run takes, its last ones.
+            run = getattr(self.pipe, "_num_timesteps", None) or len(levels)
+            self.indices = guided_step_indices(self.request, levels[max(len(levels) - run, 0):])
         if index in self.indices:
             self.done.append(index)
             return True
@@ -320,18 +347,137 @@ class _ClipGuidance:
                                       generators=self.generators)
 
 
-def job_pipeline(pipeline, scheduler, unet=None):
+def job_pipeline(pipeline, scheduler, unet=None, pipeline_class=None):
     """A new pipeline object over the same weights with this job's scheduler (cheap: no copies).
 
     ``unet``: this job's stand-in for the UNet (an :class:`AutoguidedUNet` over the same weights).
+    ``pipeline_class``: another pipeline over the same modules -- the img2img or inpainting form
+    of a text-to-image pipeline -- made as diffusers' ``from_pipe`` makes it (the modules and
+    config values the class takes), without ``from_pipe``'s closing ``.to(dtype)``: that call
+    moves every shared module of the resident model (in place, warning about it on every job)
+    and, with an SDXL VAE upcast to fp32 for decoding in another job, would cast it back under
+    that job's feet.
     """
-    components = dict(pipeline.components)
+    cls = pipeline_class or type(pipeline)
+    modules, optional = cls._get_signature_keys(cls)
+    components = {name: module for name, module in pipeline.components.items() if name in modules}
     components["scheduler"] = scheduler
     if unet is not None:
         components["unet"] = unet
-    job = type(pipeline)(**components, **pipeline.parameters)
+    parameters = {name: value for name, value in pipeline.config.items()
+                  if name in optional and not name.startswith("_")}
+    job = cls(**components, **parameters)
     job.set_progress_bar_config(disable=True)
     return job
+
+
+# The image-to-image pipelines of each text-to-image pipeline ldmsite loads.
+SOURCE_PIPELINES = {
+    "StableDiffusionPipeline": {"img2img": StableDiffusionImg2ImgPipeline, "inpaint": StableDiffusionInpaintPipeline},
+    "StableDiffusionXLPipeline": {"img2img": StableDiffusionXLImg2ImgPipeline,
+                                  "inpaint": StableDiffusionXLInpaintPipeline},
+}
+
+
+def source_pipeline(model: LoadedModel, kind: str, scheduler, unet=None):
+    """This job's img2img (``kind`` "img2img") or inpainting ("inpaint") pipeline over the loaded
+    model's modules (``from_pipe``'s way: see :func:`job_pipeline`), with this job's scheduler and,
+    with autoguidance, its UNet stand-in."""
+    return job_pipeline(model.pipeline, scheduler, unet, SOURCE_PIPELINES[model.pipeline_class][kind])
+
+
+def _encode_once_per_image(pipe) -> None:
+    """Encode a single source once per image, each with that image's generator.
+
+    The inpainting pipelines encode one source image with the first generator only (img2img's
+    already encodes it per generator); then image 0 of a batch draws its noise after that sample
+    and the others do not, and image k of a batch would differ from the job of seed + k. A batch
+    of one is untouched (plain diffusers, bit for bit)."""
+    encode = pipe._encode_vae_image
+
+    def encode_per_image(image, generator):
+        if isinstance(generator, list) and len(generator) > 1 and image.shape[0] == 1:
+            image = image.repeat(len(generator), 1, 1, 1)
+        return encode(image=image, generator=generator)
+
+    pipe._encode_vae_image = encode_per_image
+
+
+def _fill_latents(pipe, fill: int, latent_mask: torch.Tensor, seeds: list[int]) -> None:
+    """A1111's "latent noise" (``fill`` 2: unit Gaussian noise from seed + k) and "latent nothing"
+    (3: zeros) in the masked part of the encoded source, before the pipeline noises it to the
+    first step's level; the 4-channel blend then keeps them too. Wraps this job pipeline's
+    ``prepare_latents``. At full strength the start is pure noise anyway and nothing changes."""
+    prepare = pipe.prepare_latents
+    signature = inspect.signature(prepare)
+
+    def prepare_latents(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        if arguments.get("is_strength_max", True) or arguments.get("latents") is not None \
+                or not arguments.get("add_noise", True):
+            return prepare(*args, **kwargs)
+        wanted_noise, wanted_image = arguments["return_noise"], arguments["return_image_latents"]
+        arguments["return_noise"] = arguments["return_image_latents"] = True
+        _, noise, image_latents = prepare(*bound.args, **bound.kwargs)
+        mask = latent_mask.to(device=image_latents.device, dtype=image_latents.dtype)
+        if fill == 2:
+            filler = torch.stack([torch.randn(image_latents.shape[1:], generator=torch.Generator("cpu").manual_seed(s))
+                                  for s in seeds]).to(device=image_latents.device, dtype=image_latents.dtype)
+        else:
+            filler = torch.zeros_like(image_latents)
+        image_latents = image_latents * (1 - mask) + filler * mask
+        latents = pipe.scheduler.add_noise(image_latents, noise, arguments["timestep"])
+        outputs = (latents,)
+        if wanted_noise:
+            outputs += (noise,)
+        if wanted_image:
+            outputs += (image_latents,)
+        return outputs
+
+    pipe.prepare_latents = prepare_latents
+
+
+def _latent_mask(pipe, mask: Image.Image, width: int, height: int, padding: int | None) -> torch.Tensor:
+    """The mask at latent resolution, exactly as the inpainting pipeline makes it (same crop,
+    same binarisation, same interpolation)."""
+    crops = pipe.mask_processor.get_crop_region(mask, width, height, pad=padding) if padding is not None else None
+    processed = pipe.mask_processor.preprocess(mask, height=height, width=width,
+                                               resize_mode="fill" if crops else "default", crops_coords=crops)
+    factor = pipe.vae_scale_factor
+    return torch.nn.functional.interpolate(processed, size=(height // factor, width // factor))
+
+
+def evaluations(sampler: str, scheduler_config: Mapping[str, Any], steps: int, strength: float = 1.0) -> int:
+    """Model evaluations a pipeline runs for ``steps`` at ``strength`` (diffusers' rule: the last
+    ``int(steps x strength)`` steps; second-order samplers evaluate twice a step)."""
+    scheduler = SAMPLERS[sampler].build(scheduler_config)
+    scheduler.set_timesteps(steps, device="cpu")
+    start = max(steps - min(int(steps * strength), steps), 0)
+    return len(scheduler.timesteps) - start * scheduler.order
+
+
+def _resample(name: str):
+    return {"Nearest": Image.NEAREST, "Bicubic": Image.BICUBIC}.get(name, Image.LANCZOS)  # "None", "Lanczos"
+
+
+def hires_plan(request: GenerationRequest, factor: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """((width, height) to upscale to, (left, top, right, bottom) crop in latent pixels) of the
+    hires fix, as A1111 does it: with both ``hr_resize_x`` and ``hr_resize_y`` of another aspect
+    ratio, upscale to cover that size keeping the first pass's ratio, then crop the centre."""
+    target_w, target_h = request.hr_size
+    if not (request.hr_resize_x and request.hr_resize_y):
+        return (target_w, target_h), (0, 0, target_w // factor, target_h // factor)
+    width, height = request.width, request.height
+    if width / height < target_w / target_h:
+        up_w, up_h = target_w, target_w * height // width
+    else:
+        up_w, up_h = target_h * width // height, target_h
+    latent_w, latent_h = up_w // factor, up_h // factor
+    cut_x, cut_y = latent_w - target_w // factor, latent_h - target_h // factor
+    return (latent_w * factor, latent_h * factor), (cut_x // 2, cut_y // 2, latent_w - (cut_x + 1) // 2,
+                                                     latent_h - (cut_y + 1) // 2)
 
 
 @dataclass
@@ -351,7 +497,7 @@ class _Clock:
 
 @dataclass
 class _Job:
-    """One run as :func:`prepare` sets it up."""
+    """One run as :func:`prepare` sets it up: its (first) pass, and the hires pass when there is one."""
 
     scheduler: Any  # this job's own scheduler (never the model's)
     pipe: Any  # this job's pipeline object over the model's weights
@@ -361,27 +507,39 @@ class _Job:
     observer: _StepObserver
     clock: _Clock
     interrupted: tuple[int, int] | None = None  # (step, total) where the cancel check stopped the run
+    call: dict[str, Any] = field(default_factory=dict)  # the pipeline call's arguments besides the callback
+    source: PreparedSource | None = None  # the fitted picture and mask (source modes)
+    overlay: bool = False  # paste the result over the source through the mask (inpaint without crop)
+    hires: "_Job | None" = None  # the hires fix's img2img pass
+    evaluations: int = 0  # model evaluations this pass runs (progress total before the pass starts)
+    done_before: int = 0  # evaluations of the passes before this one
 
 
-def generate(model: LoadedModel, request: GenerationRequest, *,
+def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceImages | None = None,
              on_progress: Callable[[StepProgress], None] | None = None,
              should_cancel: Callable[[], bool] | None = None,
              preview_size: int | None = None) -> GenerationResult:
     """Run ``request`` on ``model``.
 
+    ``source``: the pictures of a source mode (img2img: ``init_image``; inpaint: ``init_image``
+    and ``mask``, white = repaint; outpaint: ``init_image``), as the person gave them -- the
+    engine fits, inverts, blurs and extends them as the request says; ``None`` for txt2img.
     ``on_progress`` is called after every step with a :class:`StepProgress` (its preview is
-    computed when first read). ``should_cancel`` is consulted before the run and
-    after every step; when it returns true the run stops right there and
-    :class:`GenerationCancelled` is raised: before the first step with no result, after it with
-    the images the run has so far (its ``result``: the current x0 estimate decoded, marked as
-    interrupted). ``preview_size`` bounds the preview's longer side
-    (``None``: latent resolution, e.g. 64x64 for a 512x512 SD image).
+    computed when first read; with hires fix, ``total`` counts both passes). ``should_cancel``
+    is consulted before the run and after every step; when it returns true the run stops right
+    there and :class:`GenerationCancelled` is raised: before the first step with no result, after
+    it with the images the run has so far (its ``result``: the current x0 estimate decoded, marked
+    as interrupted). ``preview_size`` bounds the preview's longer side (``None``: latent
+    resolution, e.g. 64x64 for a 512x512 SD image).
+
+    ``ValueError`` (the message starts with the field) for what the model or the source cannot do.
     """
     clock = _Clock(started=time.perf_counter())
-    check_inputs(model, request)
+    check_inputs(model, request, source)
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled(0, request.steps)
-    job = prepare(model, request, clock, watched=on_progress is not None, cancellable=should_cancel is not None)
+    job = prepare(model, request, clock, watched=on_progress is not None, cancellable=should_cancel is not None,
+                  source=source)
     images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
     result = describe(model, request, job, images)
     if job.interrupted is not None:
@@ -389,76 +547,174 @@ def generate(model: LoadedModel, request: GenerationRequest, *,
     return result
 
 
-def check_inputs(model: LoadedModel, request: GenerationRequest) -> None:
+def check_inputs(model: LoadedModel, request: GenerationRequest, source: SourceImages | None = None) -> None:
     """Refuse what the model cannot do (``ValueError``), even for a request validated against
-    another model's limits."""
+    another model's limits, and a source that cannot serve the request's mode."""
     if request.clip_guidance and model.clip is None:
-        raise ValueError(f"model {model.name} has no CLIP model configured; CLIP guidance needs one")
+        raise UnsupportedRequest(f"clip_guidance_scale: model {model.name} has no CLIP model configured; CLIP guidance needs one")
     if request.autoguidance_scale > 0 and model.guide_unet is None:
-        raise ValueError(f"model {model.name} has no guide UNet (guide_unet/); autoguidance needs one")
+        raise UnsupportedRequest(f"autoguidance_scale: model {model.name} has no guide UNet (guide_unet/); autoguidance needs one")
+    check_source(request.mode, source)
+    if request.has_source and model.pipeline_class not in SOURCE_PIPELINES:
+        raise UnsupportedRequest(f"mode: model {model.name} is a {model.pipeline_class}; image to image needs a "
+                         f"{' or '.join(SOURCE_PIPELINES)}")
+    if model.pipeline.unet.config.in_channels != 4 and request.mode in ("txt2img", "img2img"):
+        raise UnsupportedRequest(f"mode: model {model.name} is an inpainting model ({model.pipeline.unet.config.in_channels}-"
+                         "channel UNet); use it with mode inpaint or outpaint")
 
 
-def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, watched: bool,
-            cancellable: bool = False) -> _Job:
-    """This job's scheduler, its pipeline object (with the autoguidance wrapper in place of the
-    UNet when asked), the per-image generators, CLIP guidance and -- when someone ``watched``
-    the steps -- the preview projection. The step observer keeps each step's x0 estimate when
-    there is a preview to show or a run that may be interrupted (``cancellable``).
-
-    Prompt embeddings are left to the pipeline's own ``__call__`` (SDXL's pooled and size
-    conditioning included), which keeps the result exactly that of plain diffusers.
-    """
-    scheduler = SAMPLERS[request.sampler].build(model.scheduler_config)
+def _make_pass(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, kind: str, sampler: str,
+               prompt: str, watched: bool, cancellable: bool) -> _Job:
+    """A pass's scheduler, pipeline (``kind``: txt2img, img2img or inpaint), generators, CLIP
+    guidance, preview projection and step observer."""
+    scheduler = SAMPLERS[sampler].build(model.scheduler_config)
     unet = None
     if request.autoguidance_scale > 0:
         unet = AutoguidedUNet(model.pipeline.unet, model.guide_unet, request.autoguidance_scale,
                               request.guidance_scale)
-    pipe = job_pipeline(model.pipeline, scheduler, unet)
+    pipe = job_pipeline(model.pipeline, scheduler, unet) if kind == "txt2img" else \
+        source_pipeline(model, kind, scheduler, unet)
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
-    guidance = _ClipGuidance(model, request) if request.clip_guidance else None
+    guidance = _ClipGuidance(model, request, prompt) if request.clip_guidance else None
+    if guidance is not None:
+        guidance.pipe = pipe
     preview = model.latent_preview() if watched else None
     observer = _StepObserver(scheduler, track=preview is not None or cancellable, guidance=guidance)
     return _Job(scheduler=scheduler, pipe=pipe, generators=generators, guidance=guidance, preview=preview,
                 observer=observer, clock=clock)
 
 
+def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, watched: bool,
+            cancellable: bool = False, source: SourceImages | None = None) -> _Job:
+    """This job's scheduler, its pipeline object (with the autoguidance wrapper in place of the
+    UNet when asked), the per-image generators, CLIP guidance and -- when someone ``watched``
+    the steps -- the preview projection. The step observer keeps each step's x0 estimate when
+    there is a preview to show or a run that may be interrupted (``cancellable``). Source modes
+    get their fitted picture and mask; hires fix its second pass.
+
+    Prompt embeddings are left to the pipeline's own ``__call__`` (SDXL's pooled and size
+    conditioning included), which keeps the result exactly that of plain diffusers.
+    """
+    kind = {"img2img": "img2img", "inpaint": "inpaint", "outpaint": "inpaint"}.get(request.mode, "txt2img")
+    job = _make_pass(model, request, clock, kind=kind, sampler=request.sampler, prompt=request.prompt,
+                     watched=watched, cancellable=cancellable)
+    call: dict[str, Any] = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                                num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                                num_images_per_prompt=request.num_images, eta=request.eta, generator=job.generators)
+    if kind == "txt2img":
+        call.update(height=request.height, width=request.width)
+    else:
+        blur = getattr(job.pipe, "mask_processor", None)
+        prepared = prepare_source(request, source, blur=blur.blur if blur is not None else None)
+        job.source = prepared
+        call.update(image=prepared.image, strength=request.denoising_strength)
+        if kind == "inpaint":
+            width, height = prepared.image.size
+            padding = request.inpaint_full_res_padding if request.inpaint_full_res else None
+            if padding is not None and prepared.mask.getbbox() is None:
+                padding = None  # nothing masked: no region to crop, the whole picture (as A1111)
+            call.update(mask_image=prepared.mask, height=height, width=width)
+            if padding is not None:
+                call["padding_mask_crop"] = padding  # the pipeline crops, repaints and pastes back itself
+            else:
+                job.overlay = True
+            _encode_once_per_image(job.pipe)
+            if request.inpainting_fill in (2, 3):
+                _fill_latents(job.pipe, request.inpainting_fill,
+                              _latent_mask(job.pipe, prepared.mask, width, height, padding), request.seeds)
+    job.call = call
+    if request.mode == "txt2img" and request.enable_hr:
+        hr_sampler = request.hr_sampler_name or request.sampler
+        hr_steps = request.hr_second_pass_steps or request.steps
+        hires = _make_pass(model, request, clock, kind="img2img", sampler=hr_sampler,
+                           prompt=request.hr_prompt or request.prompt, watched=watched, cancellable=cancellable)
+        hires.call = dict(prompt=request.hr_prompt or request.prompt,
+                          negative_prompt=(request.hr_negative_prompt or request.negative_prompt) or None,
+                          num_inference_steps=hr_steps, guidance_scale=request.guidance_scale,
+                          num_images_per_prompt=request.num_images, eta=request.eta, generator=hires.generators,
+                          strength=request.hr_denoising_strength)
+        hires.evaluations = evaluations(hr_sampler, model.scheduler_config, hr_steps, request.hr_denoising_strength)
+        job.hires = hires
+    return job
+
+
 def run(job: _Job, request: GenerationRequest, *, on_progress: Callable[[StepProgress], None] | None,
         should_cancel: Callable[[], bool] | None, preview_size: int | None) -> list[Image.Image]:
     """The denoising: the pipeline's own ``__call__``, with the cancel check and progress after
     every step (``callback_on_step_end``); returns the decoded images (after an interrupt, those
-    of the last x0 estimate: ``job.interrupted`` says so)."""
+    of the last x0 estimate: ``job.interrupted`` says so). Hires fix: the first pass, the upscale,
+    the img2img pass."""
     clock = job.clock
-    step_end = _step_end_callback(job, on_progress, should_cancel, preview_size)
+    hires = job.hires
+    latent_hires = hires is not None and request.hr_upscaler in LATENT_UPSCALERS
     clock.call_started = time.perf_counter()
-    output = job.pipe(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        height=request.height,
-        width=request.width,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance_scale,
-        num_images_per_prompt=request.num_images,
-        eta=request.eta,
-        generator=job.generators,
-        output_type="pil",
-        callback_on_step_end=step_end,
-    )
+    output = job.pipe(**job.call, output_type="latent" if latent_hires else "pil",
+                      callback_on_step_end=_step_end_callback(job, job, on_progress, should_cancel, preview_size))
+    images = output.images
+    if hires is not None and job.interrupted is None:
+        hires.done_before = job.pipe.num_timesteps
+        hires.call["image"] = upscale_first_pass(job.pipe, request, images)
+        output = hires.pipe(**hires.call, output_type="pil",
+                            callback_on_step_end=_step_end_callback(job, hires, on_progress, should_cancel,
+                                                                    preview_size))
+        images = output.images
+    elif latent_hires:  # interrupted in the first pass: decode what it has
+        images = decode_latents(job.pipe, images)
+    images = list(images)
+    if job.overlay:
+        processor = job.pipe.image_processor
+        images = [processor.apply_overlay(job.source.mask, job.source.original, image) for image in images]
     clock.finished = time.perf_counter()
-    return list(output.images)
+    return images
 
 
-def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | None,
+def upscale_first_pass(pipe, request: GenerationRequest, images):
+    """The hires fix's input: the first pass's latents interpolated (``F.interpolate`` in the
+    Latent upscaler's mode, as A1111), or its images resampled with Pillow, at ``hr_size``."""
+    factor = pipe.vae_scale_factor
+    (width, height), (left, top, right, bottom) = hires_plan(request, factor)
+    if request.hr_upscaler in LATENT_UPSCALERS:
+        mode = LATENT_UPSCALERS[request.hr_upscaler]
+        antialias = mode.endswith("-antialiased")
+        mode = mode.removesuffix("-antialiased")
+        # In fp32 (the antialiased modes have no bf16 kernel on the CPU); a no-op for fp32 models.
+        latents = torch.nn.functional.interpolate(images.float(), size=(height // factor, width // factor), mode=mode,
+                                                  antialias=antialias).to(images.dtype)
+        return latents[:, :, top:bottom, left:right]
+    resample = _resample(request.hr_upscaler)
+    box = (left * factor, top * factor, right * factor, bottom * factor)
+    return [image.resize((width, height), resample).crop(box) for image in images]
+
+
+def decode_latents(pipe, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents of an SD/SDXL pipeline decoded to PIL images (as the pipeline's own decode does)."""
+    vae = pipe.vae
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    latents = latents.to(dtype=vae.dtype)
+    if mean is not None and std is not None:
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    with torch.no_grad():
+        image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def _step_end_callback(top: _Job, job: _Job, on_progress: Callable[[StepProgress], None] | None,
                        should_cancel: Callable[[], bool] | None, preview_size: int | None):
-    """The pipeline's ``callback_on_step_end``: cancel check, then progress with a lazy preview."""
-    clock, observer = job.clock, job.observer
+    """The pipeline's ``callback_on_step_end``: cancel check, then progress with a lazy preview.
+    ``top`` is the job (its clock and interrupt state), ``job`` the pass running (its observer)."""
+    clock, observer = top.clock, job.observer
 
     def interrupt(pipeline, done, total, tensors):
         """Stop after this step and keep what the run has, as A1111 does: the pipeline's own
         interrupt flag skips the steps left, and the latents it then decodes (its own decode:
         VAE upcasting, latents mean and std) are the current x0 estimate."""
-        if job.interrupted is not None or not hasattr(pipeline, "_interrupt"):
+        if top.interrupted is not None or not hasattr(pipeline, "_interrupt"):
             raise GenerationCancelled(done, total)  # a pipeline that has no interrupt flag, or ignores it
-        job.interrupted = (done, total)
+        top.interrupted = (done, total)
         pipeline._interrupt = True
         latents = tensors["latents"]
         x0 = observer.x0()
@@ -471,8 +727,15 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
         finally:
             clock.callbacks += time.perf_counter() - now
 
+    def total_evaluations(pipeline) -> int:
+        total = job.done_before + pipeline.num_timesteps
+        if job is top and top.hires is not None:
+            total += top.hires.evaluations  # the second pass is still to come
+        return total
+
     def step_end(pipeline, index, now, tensors):
-        total = pipeline.num_timesteps
+        total = total_evaluations(pipeline)
+        done = job.done_before + index + 1
         if clock.first_step_end is None:
             clock.first_step_end = now
         clock.last_step_end = now
@@ -481,7 +744,7 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
             cancel = should_cancel()
             clock.caller += time.perf_counter() - asked
             if cancel:
-                return interrupt(pipeline, index + 1, total, tensors)
+                return interrupt(pipeline, done, total, tensors)
         if on_progress is not None:
             last = observer.last
             latents = tensors["latents"]
@@ -494,7 +757,6 @@ def _step_end_callback(job: _Job, on_progress: Callable[[StepProgress], None] | 
                 clock.previews += 1
                 return image
 
-            done = index + 1
             eta = (now - clock.call_started) / done * (total - done)
             handed_over = time.perf_counter()
             previews_before = clock.preview
@@ -518,6 +780,7 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         scores = clip_scores(model.clip, images, request.prompt)
     score_seconds = time.perf_counter() - score_started
 
+    observers = [job.observer] + ([job.hires.observer] if job.hires is not None else [])
     last_step_end = clock.last_step_end or clock.finished
     timings = {
         "setup": round(clock.call_started - clock.started, 6),
@@ -525,12 +788,12 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "decode": round(clock.finished - last_step_end, 6),  # VAE decode and conversion to PIL
         "preview": round(clock.preview, 6),  # all previews that were looked at
         "preview_count": clock.previews,
-        "clip_guidance": round(job.observer.guidance_seconds, 6),
+        "clip_guidance": round(sum(observer.guidance_seconds for observer in observers), 6),
         "clip_score": round(score_seconds, 6),
         # The engine's own work around the diffusers call: job setup, step hooks (cancel check,
         # progress, x0 bookkeeping), metadata. Not the caller's callbacks, previews or CLIP.
         "engine_overhead": (clock.call_started - clock.started) + clock.callbacks - clock.caller - clock.preview
-        + job.observer.bookkeeping_seconds,
+        + sum(observer.bookkeeping_seconds for observer in observers),
         "total": 0.0,
     }
     wrapping_up = time.perf_counter()
@@ -543,7 +806,19 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "timings": timings,
         "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
         "preview_projection": job.preview.source if job.preview is not None else None,
+        "pipeline_class": type(job.pipe).__name__,
+        "output_size": list(images[0].size) if images else list(request.output_size),
     }
+    if job.source is not None:
+        common["source"] = {"init_image_size": list(job.source.init_size),
+                            "mask_size": list(job.source.mask_size) if job.source.mask_size else None,
+                            "fitted_size": [request.width, request.height]}
+    if job.hires is not None:
+        hires = job.hires
+        common["hires"] = {"first_pass_size": [request.width, request.height], "size": list(request.hr_size),
+                           "scheduler": {"class": type(hires.scheduler).__name__, "config": dict(hires.scheduler.config)},
+                           "clip_guided_steps": list(hires.guidance.done) if hires.guidance else [],
+                           "rng": "new torch.Generator('cpu') per image, seeded seed + image_index"}
     if job.interrupted is not None:
         common.update(interrupted=True, interrupted_at_step=job.interrupted[0], total_steps=job.interrupted[1])
     metadata, parameters = [], []

@@ -47,6 +47,11 @@ from .request import (ModelDefaultsError, ModelLimits, ModelLoadError,
 logger = logging.getLogger(__name__)
 
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+# Inpainting checkpoints (a 9-channel UNet: latents, mask, masked image) name their own pipeline
+# class; they have the same components, so they load as the text-to-image class and the engine
+# makes the inpainting pipeline per job, as for any model (it refuses txt2img and img2img for them).
+INPAINTING_PIPELINES = {"StableDiffusionInpaintPipeline": "StableDiffusionPipeline",
+                        "StableDiffusionXLInpaintPipeline": "StableDiffusionXLPipeline"}
 CLIP_SUBFOLDER = "clip"
 
 
@@ -182,11 +187,12 @@ def _pipeline_class(source: str, path: Path):
     class_name = index.get("_class_name")
     if isinstance(class_name, (list, tuple)):
         class_name = class_name[-1]
+    class_name = INPAINTING_PIPELINES.get(class_name, class_name)
     if class_name not in SUPPORTED_PIPELINES:
         raise ModelLoadError(source, (
-            f"Model '{source}' is a {class_name}; ldmsite runs text-to-image "
-            f"{' and '.join(SUPPORTED_PIPELINES)} models (Stable Diffusion 1.x/2.x and SDXL). "
-            "Register a model of one of those kinds."))
+            f"Model '{source}' is a {class_name}; ldmsite runs "
+            f"{', '.join([*SUPPORTED_PIPELINES, *INPAINTING_PIPELINES])} models (Stable Diffusion 1.x/2.x "
+            "and SDXL, and their inpainting checkpoints). Register a model of one of those kinds."))
     import diffusers
 
     return getattr(diffusers, class_name), index

@@ -30,7 +30,8 @@ from typing import IO, Any, Mapping
 
 from PIL import Image, PngImagePlugin
 
-from .request import MAX_NUMBER_MAGNITUDE, REQUEST_FIELDS, real_number, whole_number
+from .request import (INPAINTING_FILLS, MAX_NUMBER_MAGNITUDE, REQUEST_FIELDS, RESIZE_MODES, SOURCE_MODES, real_number,
+                      whole_number)
 from .samplers import SAMPLERS, resolve_sampler
 
 JSON_CHUNK = "ldmsite"
@@ -96,11 +97,75 @@ def format_parameters(fields: Mapping[str, Any], *, seed: int | None = None, mod
             ("CLIP guidance window",
              f"{_num(float(fields['clip_guidance_start']))}-{_num(float(fields['clip_guidance_end']))}"),
         ]
+    pairs += _image_to_image_pairs(fields)
     for key, value in (extra or {}).items():
         if value is not None:
             pairs.append((key, value))
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs))
     return "\n".join(lines)
+
+
+OUTPAINT_KEYS = {"Outpaint left": "outpaint_left", "Outpaint right": "outpaint_right", "Outpaint top": "outpaint_top",
+                 "Outpaint bottom": "outpaint_bottom"}  # ldmsite's own (A1111's outpainting scripts write none)
+MASK_KEYS = ("Mask blur", "Mask mode", "Masked content", "Inpaint area", "Masked area padding")
+HIRES_KEYS = ("Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Hires prompt", "Hires negative prompt",
+              "Hires sampler")
+
+
+def _image_to_image_pairs(fields: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A1111's infotext keys for img2img, inpainting (``modules/processing.py``:
+    ``StableDiffusionProcessingImg2Img.init``) and the hires fix (``StableDiffusionProcessingTxt2Img``).
+    Where A1111 leaves a key out at its default but ours may differ (``Mask blur: 0``, ``Hires
+    upscale`` beside ``Hires resize``, a hires sampler equal to the sampler), it is written, so the
+    infotext alone gives the request back."""
+    pairs: list[tuple[str, Any]] = []
+    mode = fields.get("mode") or "txt2img"
+    if mode in SOURCE_MODES:
+        pairs.append(("Denoising strength", _num(float(fields.get("denoising_strength", 0.75)))))
+        resize_mode = int(fields.get("resize_mode") or 0)
+        if resize_mode:
+            pairs.append(("Resize mode", RESIZE_MODES.get(resize_mode, resize_mode)))
+        if mode in ("inpaint", "outpaint"):
+            pairs.append(("Mask blur", int(fields.get("mask_blur", 4))))
+            if fields.get("inpainting_mask_invert"):
+                pairs.append(("Mask mode", "Inpaint not masked"))
+            fill = int(fields.get("inpainting_fill", 1))
+            if fill != 1:
+                pairs.append(("Masked content", INPAINTING_FILLS.get(fill, fill)))
+            if fields.get("inpaint_full_res"):
+                pairs += [("Inpaint area", "Only masked"),
+                          ("Masked area padding", int(fields.get("inpaint_full_res_padding", 32)))]
+        if mode == "outpaint":
+            pairs += [(key, int(fields.get(name) or 0)) for key, name in OUTPAINT_KEYS.items() if fields.get(name)]
+    elif fields.get("enable_hr"):
+        pairs += [("Denoising strength", _num(float(fields.get("hr_denoising_strength", 0.7)))),
+                  ("Hires upscale", _num(float(fields.get("hr_scale", 2.0))))]
+        resize_x, resize_y = int(fields.get("hr_resize_x") or 0), int(fields.get("hr_resize_y") or 0)
+        if resize_x or resize_y:
+            pairs.append(("Hires resize", f"{resize_x}x{resize_y}"))
+        if fields.get("hr_second_pass_steps"):
+            pairs.append(("Hires steps", int(fields["hr_second_pass_steps"])))
+        pairs.append(("Hires upscaler", fields.get("hr_upscaler") or "Latent"))
+        for key, name in (("Hires prompt", "hr_prompt"), ("Hires negative prompt", "hr_negative_prompt"),
+                          ("Hires sampler", "hr_sampler_name")):
+            if fields.get(name):
+                pairs.append((key, fields[name]))
+    return pairs
+
+
+def _sampler_name(sampler: str, schedule: str | None) -> tuple[str, bool]:
+    """(canonical or as-written name, whether the schedule type was left over) for A1111's
+    ``Sampler`` + ``Schedule type`` pair (A1111 >= 1.9 splits "DPM++ 2M Karras" in two)."""
+    name = sampler
+    if schedule and schedule.lower() not in ("automatic", "uniform") and schedule.lower() not in name.lower():
+        name = f"{sampler} {schedule}"
+    try:
+        return resolve_sampler(name), False
+    except KeyError:
+        try:
+            return resolve_sampler(sampler), True
+        except KeyError:
+            return name, False
 
 
 # A1111's infotext grammar: "Key: value" pairs, values quoted JSON-style when they hold , : or \n.
@@ -177,7 +242,8 @@ def _find_params(line: str) -> list[tuple[str, str]]:
 
 
 def _size(value: str) -> tuple[int, int] | None:
-    """A ``Size`` value, "512x768", as (512, 768): ASCII digits only, as A1111 writes it."""
+    """A ``Size`` or ``Hires resize`` value, "512x768", as (512, 768): ASCII digits only, as A1111
+    writes it (a 0 is refused, where it must be, by the request's validation)."""
     width, separator, height = value.partition("x")
     if not separator or not all(0 < len(part) <= 6 and part.isascii() and part.isdigit() for part in (width, height)):
         return None
@@ -189,7 +255,11 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
 
     Request fields use our names (``guidance_scale``, ``width``...). A sampler we know is
     returned by its canonical name; one we do not is returned as written, for the caller to
-    report. ``Schedule type: Karras`` (A1111 >= 1.9) is folded into the sampler name. Numbers
+    report. ``Schedule type: Karras`` (A1111 >= 1.9) is folded into the sampler name. Image to
+    image: with any ``Hires ...`` key the image is a hires-fix txt2img (``enable_hr``; its
+    ``Denoising strength`` is ``hr_denoising_strength``); otherwise ``Outpaint ...`` keys mean
+    mode outpaint, the mask keys (``Mask blur``, ``Masked content``, ``Inpaint area``...) inpaint,
+    and ``Denoising strength`` alone img2img. Numbers
     are read as the request validator reads them (bounded, ASCII); one that is not a number is
     returned among the other key/values. Linear in the length of ``text``.
     """
@@ -220,22 +290,44 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     sampler = raw.pop("Sampler", None)
     schedule = raw.pop("Schedule type", None)
     if sampler is not None:
-        name = sampler
-        if schedule and schedule.lower() not in ("automatic", "uniform") and schedule.lower() not in name.lower():
-            name = f"{sampler} {schedule}"
-        try:
-            fields["sampler"] = resolve_sampler(name)
-        except KeyError:
-            try:
-                fields["sampler"] = resolve_sampler(sampler)
-                extras["Schedule type"] = schedule or ""
-            except KeyError:
-                fields["sampler"] = name
+        fields["sampler"], left_over = _sampler_name(sampler, schedule)
+        if left_over:
+            extras["Schedule type"] = schedule or ""
+    hr_sampler = raw.pop("Hires sampler", None)
+    hr_schedule = raw.pop("Hires schedule type", None)
+    if hr_sampler is not None:
+        fields["hr_sampler_name"], left_over = _sampler_name(hr_sampler, hr_schedule)
+        if left_over:
+            extras["Hires schedule type"] = hr_schedule or ""
+    elif hr_schedule is not None:
+        extras["Hires schedule type"] = hr_schedule
+    # What the image was made by: a hires fix writes its own Denoising strength (A1111's txt2img);
+    # otherwise that key means img2img, the mask keys inpainting, ours for outpainting outpainting.
+    hires = hr_sampler is not None or any(key in raw for key in HIRES_KEYS)
+    if hires:
+        fields["enable_hr"] = True
+    elif any(key in raw for key in OUTPAINT_KEYS):
+        fields["mode"] = "outpaint"
+    elif any(key in raw for key in MASK_KEYS):
+        fields["mode"] = "inpaint"
+    elif "Denoising strength" in raw:
+        fields["mode"] = "img2img"
+    if fields.get("mode") in ("inpaint", "outpaint") and "Mask blur" not in raw:
+        fields["mask_blur"] = 0  # A1111 writes no Mask blur when it is 0
     simple = {"Steps": ("steps", whole_number), "CFG scale": ("guidance_scale", real_number),
               "Seed": ("seed", whole_number), "Eta DDIM": ("eta", real_number), "Eta": ("eta", real_number),
               "Autoguidance scale": ("autoguidance_scale", real_number),
               "CLIP guidance scale": ("clip_guidance_scale", real_number),
-              "CLIP cutouts": ("clip_cutouts", whole_number), "CLIP guidance every": ("clip_guidance_every", whole_number)}
+              "CLIP cutouts": ("clip_cutouts", whole_number), "CLIP guidance every": ("clip_guidance_every", whole_number),
+              "Denoising strength": ("hr_denoising_strength" if hires else "denoising_strength", real_number),
+              "Mask blur": ("mask_blur", whole_number), "Masked area padding": ("inpaint_full_res_padding", whole_number),
+              "Hires upscale": ("hr_scale", real_number), "Hires steps": ("hr_second_pass_steps", whole_number),
+              **{key: (name, whole_number) for key, name in OUTPAINT_KEYS.items()}}
+    texts = {"Hires upscaler": "hr_upscaler", "Hires prompt": "hr_prompt", "Hires negative prompt": "hr_negative_prompt"}
+    named = {"Masked content": ("inpainting_fill", {name: number for number, name in INPAINTING_FILLS.items()}),
+             "Resize mode": ("resize_mode", {name: number for number, name in RESIZE_MODES.items()}),
+             "Mask mode": ("inpainting_mask_invert", {"Inpaint masked": False, "Inpaint not masked": True}),
+             "Inpaint area": ("inpaint_full_res", {"Whole picture": False, "Only masked": True})}
     for key, value in raw.items():
         try:
             if key in simple:
@@ -243,6 +335,14 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
                 fields.setdefault(name, number(value))
             elif key == "Size" and _size(value):
                 fields["width"], fields["height"] = _size(value)
+            elif key in texts:
+                fields[texts[key]] = value
+            elif key in named and value in named[key][1]:
+                fields[named[key][0]] = named[key][1][value]
+            elif key == "Resize mode" and value in ("0", "1", "2"):
+                fields["resize_mode"] = int(value)
+            elif key == "Hires resize" and _size(value):  # "1024x0": 0, that side keeps the aspect ratio
+                fields["hr_resize_x"], fields["hr_resize_y"] = _size(value)
             elif key == "CLIP guidance window" and "-" in value:
                 start, end = value.split("-", 1)
                 fields["clip_guidance_start"], fields["clip_guidance_end"] = real_number(start), real_number(end)

@@ -56,6 +56,13 @@ class RequestValidationError(ValueError):
         super().__init__("; ".join(f"{name}: {message}" for name, message in self.errors.items()))
 
 
+class UnsupportedRequest(ValueError):
+    """The engine refuses a request this model or these source pictures cannot serve (a CLIP-guided
+    request to a model without CLIP, txt2img on an inpainting-only model, a mask of another size).
+    The message starts with the field it is about and is meant for the person who asked. Defined
+    here, beside the request, so the worker can tell it from a failure without torch."""
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message names the source and what to do about it.
 
@@ -676,6 +683,7 @@ __all__ = [
     "read_model_defaults",
     "limits_with_model_defaults",
     "RequestValidationError",
+    "UnsupportedRequest",
     "REQUEST_FIELDS",
     "MODES",
     "SOURCE_MODES",

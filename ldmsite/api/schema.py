@@ -26,7 +26,8 @@ ERROR_DESCRIPTIONS = {
     "401": "No credentials, or a token that is invalid, expired or revoked",
     "403": "The token lacks the scope, the session lacks the CSRF token, or only the owner may do this",
     "404": "No such object, or one you may not see",
-    "415": "The body is not application/json",
+    "413": "The body is too large (JSON: 32 MB; a multipart or form submission with pictures: 54 MB)",
+    "415": "The body is not application/json (POST /api/v1/generations/: nor multipart/form-data or a form)",
     "422": "Refused input, in A1111's (FastAPI's) shape",
     "429": "A limit was reached: `limit` says which, `Retry-After` says when to try again",
 }
@@ -52,7 +53,7 @@ def add_error_responses(result, generator, request, public):
             else:
                 codes.append("400")
             if "requestBody" in operation or method in ("post", "put", "patch"):
-                codes.append("415")
+                codes.extend(["413", "415"])
             for code in codes:
                 content = a1111_error if code == "422" else error
                 if code == "429":

@@ -40,6 +40,7 @@ v1 = [
     path("generations/", generation_api.GenerationList.as_view(), name="generation-list"),
     path("generations/<id:pk>/", generation_api.GenerationDetail.as_view(), name="generation-detail"),
     path("generations/<id:pk>/cancel/", generation_api.GenerationCancel.as_view(), name="generation-cancel"),
+    path("generations/<id:pk>/source/<kind>/", generation_api.GenerationSource.as_view(), name="generation-source"),
     path("images/", gallery_api.ImageList.as_view(), name="image-list"),
     path("images/<id:pk>/", gallery_api.ImageDetail.as_view(), name="image-detail"),
     path("images/<id:pk>/file/", gallery_api.ImageFile.as_view(), name="image-file"),
@@ -57,7 +58,8 @@ v1 = [
 
 # /sdapi/v1/<route>, named a1111-<route>.
 A1111_ROUTES = {
-    "txt2img": a1111.Txt2Img, "progress": a1111.Progress, "interrupt": a1111.Interrupt, "skip": a1111.Skip,
+    "txt2img": a1111.Txt2Img, "img2img": a1111.Img2Img, "progress": a1111.Progress, "interrupt": a1111.Interrupt,
+    "skip": a1111.Skip,
     "options": a1111.Options, "sd-models": a1111.SdModels, "samplers": a1111.Samplers,
     "schedulers": a1111.Schedulers, "scripts": a1111.Scripts, "script-info": a1111.ScriptInfo,
     "upscalers": a1111.Upscalers, "latent-upscale-modes": a1111.LatentUpscaleModes, "loras": a1111.Loras,

@@ -132,7 +132,10 @@
       const button = $("generate-button");
       button.disabled = true;
       try {
-        const result = await post(form.action, new FormData(form));
+        const body = new FormData(form);
+        // The image modes: the mask painted on the canvas, and only the fields of the chosen mode.
+        if (window.ldmSourceEditor) await window.ldmSourceEditor.prepare(body);
+        const result = await post(form.action, body);
         if (result.signedOut) {
           signedOutNotice($("form-errors"), "the job was not started");
           $("form-errors").scrollIntoView({ block: "center" });
@@ -192,8 +195,16 @@
       }
       for (const [name, value] of Object.entries(result.data.fields)) {
         const input = form.elements.namedItem(name);
-        if (input && !(input instanceof RadioNodeList)) input.value = value;
+        if (!input) continue;
+        if (input instanceof RadioNodeList) {
+          if (name === "mode") input.value = value;
+        } else if (input.type === "checkbox") {
+          input.checked = [true, 1, "true", "True", "1", "on"].includes(value);
+        } else if (input.type !== "file" && input.type !== "hidden") {
+          input.value = value;
+        }
       }
+      if (window.ldmSourceEditor) window.ldmSourceEditor.refresh();
       const clip = Number(result.data.fields.clip_guidance_scale || 0) > 0;
       $("id_clip_guidance").checked = clip;
       if (clip) form.querySelector(".advanced").open = true;
@@ -452,7 +463,17 @@
       remix.className = "button secondary small";
       remix.href = `${generateUrl}?remix=${image.id}`;
       remix.textContent = "Remix";
-      group.append(save, download, remix);
+      const useAsInput = document.createElement("a");
+      useAsInput.className = "button secondary small use-as-input";
+      useAsInput.href = `${generateUrl}?source_image=${image.id}`;
+      useAsInput.textContent = "Use as input";
+      // On the generate page the image becomes the source in place; elsewhere the link opens it there.
+      useAsInput.addEventListener("click", (event) => {
+        if (!form || !window.ldmSourceEditor) return;
+        event.preventDefault();
+        window.ldmSourceEditor.useImage(image);
+      });
+      group.append(save, download, remix, useAsInput);
       actions.appendChild(group);
     });
   }

@@ -69,7 +69,7 @@ def test_txt2img_answers_base64_pngs_the_parameters_and_an_info_string(sdapi, wo
 
 
 @pytest.mark.parametrize("field, value", [
-    ("enable_hr", True), ("restore_faces", True), ("tiling", True), ("styles", ["cinematic"]),
+    ("firstpass_image", "data:image/png;base64,AAAA"), ("restore_faces", True), ("tiling", True), ("styles", ["cinematic"]),
     ("subseed_strength", 0.5), ("alwayson_scripts", {"ADetailer": {"args": [True, {"ad_model": "face.pt"}]}}),
     ("script_name", "x/y/z plot"),
     ("s_churn", 0.3), ("scheduler", "Exponential"), ("refiner_checkpoint", "sdxl-refiner"),
@@ -318,7 +318,7 @@ def test_an_interrupted_txt2img_answers_with_the_images_its_job_kept(sdapi, alic
 
 def test_the_probes_answer_in_a1111s_shapes(sdapi, live_server):
     empty = {"scripts": {"txt2img": [], "img2img": []}, "embeddings": {"loaded": {}, "skipped": {}},
-             **{path: [] for path in ("upscalers", "latent-upscale-modes", "loras", "prompt-styles", "sd-vae",
+             **{path: [] for path in ("loras", "prompt-styles", "sd-vae",
                                       "hypernetworks", "face-restorers", "realesrgan-models", "script-info",
                                       "extensions")}}
     for path, expected in empty.items():

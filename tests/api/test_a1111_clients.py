@@ -146,7 +146,8 @@ def test_webuiapi_samplers_schedulers_and_the_probes(api):
     samplers = api.util_get_sampler_names()
     assert {"Euler a", "DPM++ 2M Karras"} <= set(samplers)
     assert api.util_get_scheduler_names() == ["automatic", "karras", "normal"]
-    assert api.get_upscalers() == [] and api.get_latent_upscale_modes() == [] and api.get_loras() == []
+    assert "Lanczos" in [upscaler["name"] for upscaler in api.get_upscalers()]  # the hires fix's
+    assert "Latent" in [mode["name"] for mode in api.get_latent_upscale_modes()] and api.get_loras() == []
     assert api.get_sd_vae() == [] and api.get_prompt_styles() == [] and api.get_hypernetworks() == []
     assert api.get_face_restorers() == [] and api.get_realesrgan_models() == []
     assert api.get_embeddings() == {"loaded": {}, "skipped": {}}
@@ -178,10 +179,11 @@ def test_sd_backend_client_detects_a_webui_and_reports_its_capabilities(backend)
     samplers = {option.name for option in backend.list_samplers()}
     assert {"euler_ancestral", "euler", "dpmpp_2m", "ddim"} <= samplers
     assert [option.name for option in backend.list_schedulers()] == ["automatic", "karras", "normal"]
-    assert backend.list_upscalers() == [] and backend.list_loras() == [] and backend.list_vaes() == []
+    assert [option.name for option in backend.list_upscalers()] == ["Lanczos", "Nearest", "Bicubic"]  # not "None"
+    assert backend.list_loras() == [] and backend.list_vaes() == []
     assert backend.list_hypernetworks() == [] and backend.list_controlnet_models() == []
     assert backend.get_styles() == [] and backend.get_soft_inpainting_parameters() == []
-    assert backend.get_latent_upscale_modes() == []
+    assert backend.get_latent_upscale_modes()[0] == "Latent"
     backend.refresh_checkpoints(), backend.refresh_vae(), backend.refresh_loras()
     config = backend.get_config()
     backend.set_config(config)  # the options round trip
@@ -207,6 +209,20 @@ def test_sd_backend_client_txt2img_with_a_batch_seeds_its_default_schedule_and_a
     plain = backend.txt2img(DiffusionRequestBody(prompt="a blue circle", seed=7, steps=2, n_iter=2, **SIZE))
     assert len(plain["images"]) == 2 and plain["info"].all_seeds == [7, 8]
     assert plain["info"].sampler_name == "Euler a"
+
+
+def test_sd_backend_client_img2img_and_inpainting_answer_images_of_the_requested_size(backend, worker):
+    source = PILImage.new("RGB", (40, 24), (200, 30, 30))
+    params = DiffusionParams(prompt="a blue circle", seed=4, steps=2, init_images=[source], denoising_strength=0.6,
+                             width=48, height=32)
+    result = backend.submit_img2img(params).wait(timeout=120)
+    assert [image.size for image in result.images] == [(48, 32)] and result.seeds == [4]
+    mask = PILImage.new("L", (40, 24), 0)
+    mask.paste(255, (20, 0, 40, 24))
+    inpainted = backend.submit_inpaint(params.model_copy(update={"mask": mask, "mask_blur": 2,
+                                                                 "inpaint_full_res": False})).wait(timeout=120)
+    assert [image.size for image in inpainted.images] == [(48, 32)]
+    assert [job.params["mode"] for job in Generation.objects.order_by("pk")] == ["img2img", "inpaint"]
 
 
 def test_sd_backend_client_progress_while_running_then_cancel(backend, worker):

@@ -2,13 +2,15 @@
 client and staff. Anything a person may not see is a 404; what they see but may not change
 is a 403."""
 
+import base64
+
 import pytest
 from django.db import transaction
 from django.test import override_settings
 
 from gallery.models import Album, AlbumItem, Image
 from generation.services import submit_generation
-from tests.api.conftest import client_for, make_image
+from tests.api.conftest import client_for, make_image, png_bytes
 
 ACTORS = ("owner", "other", "anonymous", "staff")
 
@@ -21,6 +23,10 @@ MATRIX = [
     ("post", "/api/v1/generations/", {"prompt": "a red circle", "steps": 2}, (202, 202, 401, 202)),
     ("get", "/api/v1/generations/{job}/", None, (200, 404, 401, 200)),
     ("post", "/api/v1/generations/{job}/cancel/", None, (200, 404, 401, 200)),
+    # A job's stored source picture and mask are as private as the job; a text-to-image job has none.
+    ("get", "/api/v1/generations/{job_with_source}/source/init/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/generations/{job_with_source}/source/mask/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/generations/{job}/source/init/", None, (404, 404, 401, 404)),
     ("get", "/api/v1/images/", None, (200, 200, 401, 200)),
     ("get", "/api/v1/images/{private}/", None, (200, 404, 401, 200)),
     ("get", "/api/v1/images/{public}/", None, (200, 200, 401, 200)),
@@ -70,8 +76,11 @@ def world(tiny_model, alice, bob, staff):
     AlbumItem.objects.create(album=album_private, image=private, position=1)
     album_public = Album.objects.create(owner=alice, title="Shared", visibility=Album.Visibility.PUBLIC)
     job = submit_generation(alice, {"prompt": "a blue square", "steps": 2})
+    picture = base64.b64encode(png_bytes()).decode("ascii")
+    job_with_source = submit_generation(alice, {"prompt": "a blue square", "steps": 2, "init_image": picture,
+                                                "mask": picture})
     ids = {"private": private.pk, "public": public.pk, "hidden": hidden.pk, "album_private": album_private.pk,
-           "album_public": album_public.pk, "job": job.pk}
+           "album_public": album_public.pk, "job": job.pk, "job_with_source": job_with_source.pk}
     return {"ids": ids, "people": {"owner": alice, "other": bob, "anonymous": None, "staff": staff}}
 
 

@@ -3,12 +3,17 @@ private / unlisted / public / hidden × page, file, thumbnail, edit, delete, lik
 An image you may not see is a 404 (nothing leaks that it exists), one you may see but not
 change is a 403, and anonymous people are sent to log in; never a 500."""
 
+import base64
+import io
+
 import pytest
 from django.test import Client
 from django.urls import reverse
+from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
 from gallery.models import Album, Image
+from generation.services import submit_generation
 
 STATES = {
     "private": dict(visibility="private"),
@@ -146,3 +151,33 @@ def test_a_public_album_shows_only_the_images_you_may_see_on_its_page_and_in_the
 
     profile = client_for(who, people).get(reverse("gallery:profile", args=[owner.username])).content.decode()
     assert (secret.thumbnail_url() in profile) is sees_secret
+
+
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_the_picture_an_image_was_made_from_is_as_private_as_its_job(people, make_image, model, who):
+    """Image to image: the job's stored source picture and mask are its owner's and staff's (others
+    get a 404, anonymous people the login page); the gallery image it came from is linked on the
+    result's page only for those who may see that image."""
+    owner = people["owner"]
+    origin = make_image(owner, visibility="private")
+    buffer = io.BytesIO()
+    PILImage.new("L", (64, 64), 255).save(buffer, format="PNG")
+    job = submit_generation(owner, {"prompt": "a red circle", "source_image": origin.pk,
+                                    "mask": base64.b64encode(buffer.getvalue()).decode()}, model=model)
+    result = make_image(owner, visibility="public")
+    Image.objects.filter(pk=result.pk).update(generation=job)
+    client = client_for(who, people)
+    private = who in ("owner", "staff")
+    for kind in ("init", "mask"):
+        response = client.get(reverse("generation:source", args=[job.pk, kind]))
+        assert response.status_code == (200 if private else 302 if who == "anonymous" else 404), kind
+    source = client.get(result.get_absolute_url()).context["source"]
+    if private:
+        assert source["image"] == origin and source["file_url"] == job.source_url("init")
+        assert source["mask_url"] == job.source_url("mask")
+    else:
+        assert source is None, "neither the private origin nor the stored picture shows"
+    Image.objects.filter(pk=origin.pk).update(visibility="public")
+    source = client.get(result.get_absolute_url()).context["source"]
+    assert source["image"] == origin and source["page_url"] == origin.get_absolute_url()
+    assert (source["init_url"] is not None) == private and (source["mask_url"] is not None) == private

@@ -88,3 +88,30 @@ def test_a_registered_model_is_used_by_its_slug_with_its_limits(model_dir, tmp_p
     assert (fields["width"], fields["steps"], fields["sampler"]) == (32, 2, "DDIM")
     with pytest.raises(CommandError, match="width"):
         run("a green square", model="tiny-cli", width=128, out=str(tmp_path))
+
+
+def test_img2img_from_the_command_line_repaints_a_picture_and_its_png_reproduces_it(model_dir, tmp_path):
+    run("a blue square", model=str(model_dir), width=32, height=32, steps=2, seed=9, out=str(tmp_path / "a"),
+        precision="fp32")
+    source = next((tmp_path / "a").glob("*.png"))
+    run("a red square", model=str(model_dir), init_image=str(source), denoising_strength=0.5, steps=4, seed=3,
+        out=str(tmp_path / "b"), precision="fp32")
+    made = next((tmp_path / "b").glob("*.png"))
+    fields = read_png_parameters(made)
+    assert fields["mode"] == "img2img" and fields["denoising_strength"] == 0.5
+    assert not np.array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(source)))
+    # Given the same source again, the PNG's parameters make the same image.
+    run(model=str(model_dir), from_png=str(made), init_image=str(source), out=str(tmp_path / "c"), precision="fp32")
+    assert np.array_equal(np.asarray(Image.open(made)), np.asarray(Image.open(next((tmp_path / "c").glob("*.png")))))
+    # Without the source, the same parameters are refused by name.
+    with pytest.raises(CommandError, match="init_image: mode img2img needs a source image"):
+        run(model=str(model_dir), from_png=str(made), out=str(tmp_path / "d"))
+
+
+def test_a_mask_without_a_picture_or_a_file_that_is_no_image_is_a_clear_command_error(model_dir, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("hello")
+    with pytest.raises(CommandError, match="--mask needs --init-image"):
+        run("a red circle", model=str(model_dir), mask=str(not_an_image), out=str(tmp_path))
+    with pytest.raises(CommandError, match="--init-image: .*notes.png is not an image we can read"):
+        run("a red circle", model=str(model_dir), init_image=str(not_an_image), out=str(tmp_path))

@@ -17,13 +17,14 @@ from hypothesis import given
 
 from generation.diffusion.request import REQUEST_FIELDS
 from generation.models import Generation
+from generation.sources import SOURCE_FIELDS
 from tests.security.conftest import FUZZ, api_client
 from tests.security.strategies import RAW_BODIES, SWEEP_TEXT, SWEEP_VALUES, bodies, query_params
 
 PAGING = ("cursor", "limit")
 # (method, path, the fields it knows): every /api/v1 route that reads a body or a query.
 API = [
-    ("POST", "/api/v1/generations/", (*REQUEST_FIELDS, "model")),
+    ("POST", "/api/v1/generations/", (*REQUEST_FIELDS, "model", *SOURCE_FIELDS)),
     ("GET", "/api/v1/generations/", ("status", *PAGING)),
     ("POST", "/api/v1/generations/{job}/cancel/", ()),
     ("GET", "/api/v1/images/", ("visibility", "saved", "generation", "model", "q", *PAGING)),

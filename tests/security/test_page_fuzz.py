@@ -29,7 +29,8 @@ from tests.security.strategies import HOSTILE_TEXT, SWEEP_TEXT, form_data, query
 
 GENERATE_FIELDS = ("model", "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale",
                    "autoguidance_scale", "sampler", "seed", "num_images", "eta", "clip_guidance", "clip_guidance_scale",
-                   "clip_guidance_every", "clip_cutouts")
+                   "clip_guidance_every", "clip_cutouts", "mode", "init_image", "mask", "source_image", "source_job",
+                   "denoising_strength", "outpaint_right", "enable_hr", "hr_scale")
 BLOCKLIST_FIELDS = ("pattern", "kind", "whole_word", "action", "check_negative_prompt", "enabled", "note")
 
 
@@ -92,7 +93,7 @@ PAGE_POSTS = [
 ]
 # Pages that read a query (GET).
 PAGE_QUERIES = [
-    ("owner", "/generate/", ("remix",)),
+    ("owner", "/generate/", ("remix", "source_image")),
     ("owner", "/generations/", ("page",)),
     ("owner", "/images/", ("saved", "page")),
     ("anonymous", "/explore/", ("order", "q", "model", "cursor")),

@@ -29,6 +29,7 @@ SCOPES = {
     ("api:generation-list", "POST"): "generate",
     ("api:generation-cancel", "POST"): "generate",
     ("api:a1111-txt2img", "POST"): "generate",
+    ("api:a1111-img2img", "POST"): "generate",
     ("api:a1111-interrupt", "POST"): "generate",
     ("api:a1111-skip", "POST"): "generate",
     ("api:a1111-options", "POST"): "generate",

@@ -22,8 +22,8 @@ from django.db import DatabaseError
 
 from generation import diffusion  # torch loads when the model does (PEP 562), after input is checked
 from generation.admission import Refusal, check_prompt, resolve_model
-from generation.workers import precision_cache_file
-from generation.workers import resolve_source
+from generation.sources import as_init_image, as_mask, read_picture
+from generation.workers import precision_cache_file, resolve_source
 
 FIELD_OPTIONS = {
     # request field: (flags, type, help)
@@ -43,6 +43,33 @@ FIELD_OPTIONS = {
     "clip_guidance_every": (("--clip-guidance-every",), int, "guide every N-th step"),
     "clip_guidance_start": (("--clip-guidance-start",), float, "guidance window start (fraction of steps)"),
     "clip_guidance_end": (("--clip-guidance-end",), float, "guidance window end (fraction of steps)"),
+    # image to image (with --init-image, and --mask to inpaint)
+    "mode": (("--mode",), str, "txt2img, img2img, inpaint or outpaint (default: from --init-image/--mask)"),
+    "denoising_strength": (("--denoising-strength", "--strength"), float,
+                           "how much of the source is repainted (0-1, default 0.75)"),
+    "resize_mode": (("--resize-mode",), int, "a source of another size: 0 just resize, 1 crop and resize, "
+                                             "2 resize and fill"),
+    "mask_blur": (("--mask-blur",), int, "pixels of blur on the mask's edge (default 4)"),
+    "inpainting_fill": (("--inpainting-fill",), int, "masked content: 0 fill, 1 original, 2 latent noise, "
+                                                     "3 latent nothing"),
+    "inpaint_full_res": (("--inpaint-full-res",), str, "true: repaint only the masked area at full resolution"),
+    "inpaint_full_res_padding": (("--inpaint-full-res-padding",), int, "pixels of context around that area"),
+    "inpainting_mask_invert": (("--mask-invert",), str, "true: repaint the black of the mask"),
+    "outpaint_left": (("--outpaint-left",), int, "outpaint: pixels added on the left (multiple of 8)"),
+    "outpaint_right": (("--outpaint-right",), int, "outpaint: pixels added on the right"),
+    "outpaint_top": (("--outpaint-top",), int, "outpaint: pixels added at the top"),
+    "outpaint_bottom": (("--outpaint-bottom",), int, "outpaint: pixels added at the bottom"),
+    # hires fix
+    "enable_hr": (("--hires",), str, "true: hires fix, a second pass at a larger size"),
+    "hr_scale": (("--hr-scale",), float, "hires fix: upscale factor (1-4, default 2)"),
+    "hr_resize_x": (("--hr-resize-x",), int, "hires fix: target width instead of --hr-scale"),
+    "hr_resize_y": (("--hr-resize-y",), int, "hires fix: target height instead of --hr-scale"),
+    "hr_upscaler": (("--hr-upscaler",), str, "hires fix: Latent, Latent (bicubic), Lanczos, ... (default Latent)"),
+    "hr_second_pass_steps": (("--hr-steps",), int, "hires fix: steps of the second pass (default: --steps)"),
+    "hr_denoising_strength": (("--hr-denoising-strength",), float, "hires fix: strength of the second pass"),
+    "hr_prompt": (("--hr-prompt",), str, "hires fix: prompt of the second pass (default: the prompt)"),
+    "hr_negative_prompt": (("--hr-negative-prompt",), str, "hires fix: its negative prompt"),
+    "hr_sampler_name": (("--hr-sampler",), str, "hires fix: its sampler (default: --sampler)"),
 }
 
 
@@ -53,7 +80,8 @@ def next_png_path(directory: Path, seed: int) -> Path:
 
 
 class Command(BaseCommand):
-    help = "Generate images from a text prompt and write PNGs with embedded parameters."
+    help = ("Generate images from a text prompt -- or from a picture with --init-image (and --mask to "
+            "inpaint) -- and write PNGs with embedded parameters.")
 
     def add_arguments(self, parser):
         parser.add_argument("prompt", nargs="?", help="the text prompt (optional with --from-png)")
@@ -65,6 +93,8 @@ class Command(BaseCommand):
         parser.add_argument("--device", help="torch device, e.g. cpu or cuda:1 (default: best available)")
         parser.add_argument("--out", default=".", help="output directory (default: the current one)")
         parser.add_argument("--from-png", help="start from the parameters embedded in this PNG")
+        parser.add_argument("--init-image", help="image to image: the picture to start from")
+        parser.add_argument("--mask", help="inpainting: the mask (white = repaint), the init image's size")
         for field, (flags, kind, text) in FIELD_OPTIONS.items():
             parser.add_argument(*flags, dest=field, type=kind, default=None, help=text)
 
@@ -94,6 +124,29 @@ class Command(BaseCommand):
         except DatabaseError:
             self.stderr.write("No database: the prompt blocklist was not checked")
 
+    def read_source(self, options, raw: dict):
+        """--init-image and --mask, checked as the site checks uploads (`generation.sources`); the
+        mode follows from them unless --mode says otherwise."""
+        if options["mask"] and not options["init_image"]:
+            raise CommandError("--mask needs --init-image (the picture the mask is painted over)")
+        pictures = {}
+        for field in ("init_image", "mask"):
+            if options[field]:
+                path = Path(options[field])
+                try:
+                    with path.open("rb") as handle:
+                        pictures[field] = read_picture(handle, field)
+                except OSError as error:
+                    raise CommandError(f"--{field.replace('_', '-')}: cannot read {path}: {error.strerror}") from None
+                except Refusal as refusal:
+                    raise CommandError(f"--{field.replace('_', '-')}: {path} {refusal.errors[field]}") from None
+        if not raw.get("mode"):
+            raw["mode"] = "inpaint" if "mask" in pictures else "img2img" if pictures else "txt2img"
+        if not pictures:
+            return None
+        return diffusion.SourceImages(as_init_image(pictures["init_image"]),
+                                      as_mask(pictures["mask"]) if "mask" in pictures else None)
+
     # --------------------------------------------------------------------------------- run
 
     def handle(self, *args, **options):
@@ -108,6 +161,7 @@ class Command(BaseCommand):
         if options["prompt"]:
             raw["prompt"] = options["prompt"]
         raw.update({field: options[field] for field in FIELD_OPTIONS if options[field] is not None})
+        pictures = self.read_source(options, raw)
         if not raw.get("prompt"):
             raise CommandError("Give a prompt (or --from-png with a PNG that has one).")
         self.check_prompt(str(raw["prompt"]), str(raw.get("negative_prompt") or ""))
@@ -124,9 +178,12 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         try:
             request = diffusion.validate_request(raw, limits or model.limits)
+            diffusion.check_source(request.mode, pictures)
         except diffusion.RequestValidationError as error:
             lines = "\n".join(f"  {field}: {message}" for field, message in error.errors.items())
             raise CommandError(f"Invalid request:\n{lines}") from None
+        except diffusion.UnsupportedRequest as error:
+            raise CommandError(f"Invalid request:\n  {error}") from None
 
         out = Path(options["out"])
         out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +201,7 @@ class Command(BaseCommand):
                           f"{model.device} ({model.precision.dtype_name}) ...")
         started = time.perf_counter()
         try:
-            result = diffusion.generate(model, request, on_progress=on_progress)
+            result = diffusion.generate(model, request, source=pictures, on_progress=on_progress)
         except KeyboardInterrupt:
             raise CommandError("Interrupted.") from None
         if interactive:

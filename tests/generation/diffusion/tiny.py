@@ -151,3 +151,23 @@ def build_tiny_sdxl_pipeline(tmpdir: str | Path, seed: int = 0) -> Path:
     path = Path(tmpdir)
     pipeline.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def build_tiny_inpainting_pipeline(tmpdir: str | Path, seed: int = 0) -> Path:
+    """A tiny SD pipeline directory whose UNet takes 9 channels (latents, mask, masked-image
+    latents), saved as a ``StableDiffusionInpaintPipeline`` as Stable Diffusion's inpainting
+    checkpoints are, with no CLIP model."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    components = build_tiny_components(seed)
+    torch.manual_seed(seed)
+    components["unet"] = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=4,
+        norm_num_groups=8,
+    ).eval()
+    pipeline = StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
+    path = Path(tmpdir)
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
