@@ -449,6 +449,80 @@ def _latent_mask(pipe, mask: Image.Image, width: int, height: int, padding: int 
     return torch.nn.functional.interpolate(processed, size=(height // factor, width // factor))
 
 
+# How far up a strength-based schedule may search for a start at the right noise level (see
+# strength_schedule): 40x the steps asked for, and never more than the training timesteps.
+MAX_SCHEDULE_STRETCH = 40
+
+
+def _step_sigmas(scheduler) -> list[float]:
+    """Noise level at the start of each step (not each model evaluation) of a scheduler after
+    ``set_timesteps``."""
+    levels = step_noise_levels(scheduler)
+    return levels[::scheduler.order]
+
+
+def strength_schedule(sampler: str, scheduler_config: Mapping[str, Any], steps: int,
+                      strength: float) -> tuple[int, float]:
+    """See :func:`_strength_schedule`; remembered, since building schedules of up to 40x the steps
+    takes tens of milliseconds and the same few requests come back."""
+    key = (sampler, json.dumps(json_safe(scheduler_config), sort_keys=True), steps, strength)
+    if key not in _STRENGTH_SCHEDULES:
+        if len(_STRENGTH_SCHEDULES) >= 256:
+            _STRENGTH_SCHEDULES.clear()
+        _STRENGTH_SCHEDULES[key] = _strength_schedule(sampler, scheduler_config, steps, strength)
+    return _STRENGTH_SCHEDULES[key]
+
+
+_STRENGTH_SCHEDULES: dict[tuple, tuple[int, float]] = {}
+
+
+def _strength_schedule(sampler: str, scheduler_config: Mapping[str, Any], steps: int,
+                       strength: float) -> tuple[int, float]:
+    """(num_inference_steps, strength) to hand a diffusers img2img/inpaint pipeline so that
+    ``strength`` means what it means on Stable Diffusion: start at the noise level of training
+    timestep ``strength x T`` and run ``int(steps x strength)`` steps down from there.
+
+    diffusers (and A1111) run the last ``int(steps x strength)`` steps of the sampler's
+    ``steps``-step schedule. On SD's own schedules (top noise level 14.6) that tail starts near
+    the noise level of ``strength x T`` for every spacing, so nothing changes there and the
+    result stays plain diffusers'. On a zero-terminal-SNR schedule (the built-in model's reaches
+    sigma 4096) Karras spacing puts most steps far above the data: strength 0.6 started at sigma
+    288 instead of 2.6, the source was buried in noise, and img2img made the text-to-image
+    picture of the same seed (measured: 2% kept the source's background, shape and place). There
+    the same pipeline is asked for a longer schedule -- the fewest steps whose tail holds
+    ``int(steps x strength)`` steps at or below that noise level -- and that tail: still the
+    sampler's own spacing, the same number of steps, a start the source survives.
+    """
+    runs = min(int(steps * strength), steps)
+    base = SAMPLERS[sampler].build(scheduler_config)
+    base.set_timesteps(steps, device="cpu")
+    levels = _step_sigmas(base)
+    if runs < 1 or runs == steps or not levels or levels[0] <= MAX_GUIDED_SIGMA:  # SD's range: as diffusers
+        return steps, strength
+    train_steps = int(base.config.num_train_timesteps)
+    target = _sigma_at(base, strength * train_steps - 1)
+    if levels[steps - runs] <= target * 1.0001:
+        return steps, strength  # the tail already starts low enough
+
+    def enough(total: int) -> bool:
+        scheduler = SAMPLERS[sampler].build(scheduler_config)
+        scheduler.set_timesteps(total, device="cpu")
+        sigmas = _step_sigmas(scheduler)
+        return len(sigmas) >= runs and sigmas[len(sigmas) - runs] <= target * 1.0001
+
+    low, high = steps, min(steps * MAX_SCHEDULE_STRETCH, train_steps)
+    if not enough(high):
+        return steps, strength
+    while low + 1 < high:  # the fewest steps that are enough (more steps only lower the tail's start)
+        middle = (low + high) // 2
+        if enough(middle):
+            high = middle
+        else:
+            low = middle
+    # int(high x stretched) must be exactly ``runs``: aim half a step above it.
+    return high, (runs + 0.5) / high
+
+
 def evaluations(sampler: str, scheduler_config: Mapping[str, Any], steps: int, strength: float = 1.0) -> int:
     """Model evaluations a pipeline runs for ``steps`` at ``strength`` (diffusers' rule: the last
     ``int(steps x strength)`` steps; second-order samplers evaluate twice a step)."""
@@ -607,7 +681,9 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
         blur = getattr(job.pipe, "mask_processor", None)
         prepared = prepare_source(request, source, blur=blur.blur if blur is not None else None)
         job.source = prepared
-        call.update(image=prepared.image, strength=request.denoising_strength)
+        total, strength = strength_schedule(request.sampler, model.scheduler_config, request.steps,
+                                            request.denoising_strength)
+        call.update(image=prepared.image, strength=strength, num_inference_steps=total)
         if kind == "inpaint":
             width, height = prepared.image.size
             padding = request.inpaint_full_res_padding if request.inpaint_full_res else None
@@ -628,12 +704,14 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
         hr_steps = request.hr_second_pass_steps or request.steps
         hires = _make_pass(model, request, clock, kind="img2img", sampler=hr_sampler,
                            prompt=request.hr_prompt or request.prompt, watched=watched, cancellable=cancellable)
+        hr_total, hr_strength = strength_schedule(hr_sampler, model.scheduler_config, hr_steps,
+                                                  request.hr_denoising_strength)
         hires.call = dict(prompt=request.hr_prompt or request.prompt,
                           negative_prompt=(request.hr_negative_prompt or request.negative_prompt) or None,
-                          num_inference_steps=hr_steps, guidance_scale=request.guidance_scale,
+                          num_inference_steps=hr_total, guidance_scale=request.guidance_scale,
                           num_images_per_prompt=request.num_images, eta=request.eta, generator=hires.generators,
-                          strength=request.hr_denoising_strength)
-        hires.evaluations = evaluations(hr_sampler, model.scheduler_config, hr_steps, request.hr_denoising_strength)
+                          strength=hr_strength)
+        hires.evaluations = evaluations(hr_sampler, model.scheduler_config, hr_total, hr_strength)
         job.hires = hires
     return job
 
@@ -812,12 +890,18 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
     if job.source is not None:
         common["source"] = {"init_image_size": list(job.source.init_size),
                             "mask_size": list(job.source.mask_size) if job.source.mask_size else None,
-                            "fitted_size": [request.width, request.height]}
+                            "fitted_size": [request.width, request.height],
+                            # what the pipeline was asked for (strength_schedule): plain diffusers with
+                            # these reproduces the image
+                            "diffusers_call": {"num_inference_steps": job.call["num_inference_steps"],
+                                               "strength": job.call["strength"]}}
     if job.hires is not None:
         hires = job.hires
         common["hires"] = {"first_pass_size": [request.width, request.height], "size": list(request.hr_size),
                            "scheduler": {"class": type(hires.scheduler).__name__, "config": dict(hires.scheduler.config)},
                            "clip_guided_steps": list(hires.guidance.done) if hires.guidance else [],
+                           "diffusers_call": {"num_inference_steps": hires.call["num_inference_steps"],
+                                              "strength": hires.call["strength"]},
                            "rng": "new torch.Generator('cpu') per image, seeded seed + image_index"}
     if job.interrupted is not None:
         common.update(interrupted=True, interrupted_at_step=job.interrupted[0], total_steps=job.interrupted[1])

@@ -14,6 +14,7 @@ The model-level helpers (``generate_and_score``, ``clip_zero_shot``,
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -23,7 +24,10 @@ from generation.diffusion.dataset import (
     ATTRIBUTE_VALUES,
     COLORS,
     POSITIONS,
+    ShapeSpec,
     caption,
+    sample_spec,
+    shape_mask,
 )
 
 _PALETTE_NAMES = list(COLORS)
@@ -279,3 +283,141 @@ def clip_scores(clip_model, tokenizer, images: np.ndarray, prompts: Sequence[str
         pv = torch.from_numpy(clip_pixel_values(images, clip_model.config.vision_config.image_size)).to(device)
         i = torch.nn.functional.normalize(_as_tensor(clip_model.get_image_features(pixel_values=pv)), dim=-1)
         return (100.0 * (t * i).sum(-1)).clamp(min=0).cpu().numpy()
+
+
+# --------------------------------------------------------------------------
+# Image to image: change one attribute of a dataset image, judge what changed and what was kept
+# (benchmarks/eval_image_to_image.py; the model card's image-to-image table)
+
+EDITABLE_ATTRIBUTES = ("color", "background")
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """A dataset image (``render(spec)``) and a prompt that names it with one attribute changed:
+    the object colour (img2img) or the background (inpainting the background)."""
+
+    spec: ShapeSpec
+    attribute: str  # one of EDITABLE_ATTRIBUTES
+    new_value: str
+
+    @property
+    def source(self) -> dict[str, str]:
+        """The source image's attributes (its own caption's)."""
+        return self.spec.attributes()
+
+    @property
+    def target(self) -> dict[str, str]:
+        """The attributes the edited prompt names: the source's with ``attribute`` changed."""
+        return {**self.spec.attributes(), self.attribute: self.new_value}
+
+    def object_mask(self) -> np.ndarray:
+        """Boolean HxW mask of the source image's shape (the renderer's own)."""
+        return shape_mask(self.spec.shape, self.spec.side, self.spec.cx, self.spec.cy)
+
+
+def edit_cases(count: int, seed: int, attribute: str) -> list[EditCase]:
+    """``count`` dataset specs, each with a new value for ``attribute`` drawn uniformly from the
+    colours that are neither the object's nor the background's (so the edited prompt is a valid
+    caption and the change is visible); deterministic in ``seed``."""
+    if attribute not in EDITABLE_ATTRIBUTES:
+        raise ValueError(f"attribute must be one of {EDITABLE_ATTRIBUTES}, not {attribute!r}")
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(count):
+        spec = sample_spec(rng)
+        others = [c for c in COLORS if c not in (spec.color, spec.background)]
+        cases.append(EditCase(spec, attribute, others[int(rng.integers(len(others)))]))
+    return cases
+
+
+def object_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean HxW mask of the object ``judge`` sees: the largest 4-connected piece of the most
+    common non-background palette colour (all False when ``judge`` finds no object)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    labels = nearest_palette_index(image)
+    border = np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]])
+    background = int(np.bincount(border, minlength=len(_PALETTE_NAMES)).argmax())
+    foreground = labels != background
+    if foreground.sum() < 4:
+        return np.zeros(labels.shape, bool)
+    color = int(np.bincount(labels[foreground], minlength=len(_PALETTE_NAMES)).argmax())
+    return _largest_component(labels == color)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``hits / n`` (95% for z = 1.96)."""
+    if n <= 0:
+        raise ValueError("no trials")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+# An object overlapping its source's shape this much is the same object in the same place (a
+# txt2img image with the same caption rarely is: its jitter and side differ).
+SAME_PLACE_IOU = 0.7
+
+
+def score_edits(images: Iterable[np.ndarray], cases: Sequence[EditCase]) -> dict:
+    """How edited images answer their :class:`EditCase`: per image, ``changed`` (the attribute
+    is judged as the new value), ``unchanged`` (still judged as the source's value), ``kept_<a>``
+    for each other attribute (judged as the source's), ``kept_all`` (all four), ``edited``
+    (changed and all four kept), ``same_place`` (object mask IoU with the source's shape >=
+    ``SAME_PLACE_IOU``). Returns ``{"count": n, "rates": {name: [rate, low, high]}, "mean_iou":
+    x}`` with Wilson 95% intervals."""
+    counts: dict[str, int] = {}
+    ious = []
+    n = 0
+    for image, case in zip(images, cases):
+        got = judge(image)
+        source = case.source
+        hits = {"changed": got[case.attribute] == case.new_value,
+                "unchanged": got[case.attribute] == source[case.attribute]}
+        kept = [a for a in ATTRIBUTES if a != case.attribute]
+        for a in kept:
+            hits[f"kept_{a}"] = got[a] == source[a]
+        hits["kept_all"] = all(hits[f"kept_{a}"] for a in kept)
+        hits["edited"] = hits["changed"] and hits["kept_all"]
+        iou = mask_iou(object_mask(image), case.object_mask())
+        ious.append(iou)
+        hits["same_place"] = iou >= SAME_PLACE_IOU
+        for name, hit in hits.items():
+            counts[name] = counts.get(name, 0) + bool(hit)
+        n += 1
+    if n == 0:
+        raise ValueError("nothing to score")
+    return {"count": n, "rates": {name: [hits / n, *wilson_interval(hits, n)] for name, hits in counts.items()},
+            "mean_iou": float(np.mean(ious))}
+
+
+def _attribute_label(attribute: str) -> str:
+    return "object colour" if attribute == "color" else attribute
+
+
+def format_edit_table(rows: Sequence[tuple[str, dict]], attribute: str) -> str:
+    """A markdown table of ``score_edits`` results, one row per (label, result), rates with their
+    95% intervals."""
+    kept = [a for a in ATTRIBUTES if a != attribute]
+    columns = [("changed", f"{_attribute_label(attribute)} is the new one"),
+               *((f"kept_{a}", f"{_attribute_label(a)} kept") for a in kept),
+               ("edited", "changed and all four kept"),
+               ("same_place", f"same object in place (IoU ≥ {SAME_PLACE_IOU:g})")]
+    lines = ["| run | N | " + " | ".join(title for _, title in columns) + " | mean IoU |",
+             "| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |"]
+    for label, result in rows:
+        cells = []
+        for name, _ in columns:
+            rate, low, high = result["rates"][name]
+            cells.append(f"{rate:.1%} ({low:.0%}–{high:.0%})")
+        lines.append(f"| {label} | {result['count']} | " + " | ".join(cells) + f" | {result['mean_iou']:.2f} |")
+    return "\n".join(lines)

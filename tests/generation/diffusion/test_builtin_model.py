@@ -179,3 +179,46 @@ def test_autoguidance_at_the_defaults_keeps_more_of_the_shipped_models_squares(p
         right[name] = sum(e.judge(im)["shape"] == "square" for im in images)
     assert len(squares) == 48
     assert right["autoguided"] > right["plain"], right
+
+
+def test_img2img_on_the_built_in_model_changes_the_named_colour_and_keeps_what_the_prompt_leaves_out(engine_builtin):
+    """The prompt names only the new colour and the shape: the background can only come from the
+    source. (On this zero-terminal-SNR schedule diffusers' own rule would start Karras strength 0.6
+    at sigma 288 and return the text-to-image picture; the engine starts at the noise level of
+    t = 0.6 T -- `strength_schedule`.)"""
+    from PIL import Image
+
+    from generation.diffusion import SourceImages, generate, validate_request
+    from generation.diffusion.dataset import render
+
+    kept = changed = 0
+    for case in e.edit_cases(4, seed=11, attribute="color"):
+        source = Image.fromarray(render(case.spec))
+        request = validate_request({"prompt": f"a {case.new_value} {case.spec.shape}", "mode": "img2img",
+                                    "denoising_strength": 0.6, "seed": 5}, engine_builtin.limits)
+        judged = e.judge(np.asarray(generate(engine_builtin, request, source=SourceImages(source)).images[0]))
+        changed += judged["color"] == case.new_value
+        kept += judged["background"] == case.spec.background
+    assert changed >= 3 and kept >= 3, (changed, kept)
+
+
+def test_img2img_on_the_built_in_model_is_plain_diffusers_with_the_schedule_it_records(engine_builtin, pipe):
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    from generation.diffusion import SourceImages, generate, validate_request
+    from generation.diffusion.dataset import render
+    from generation.diffusion.samplers import SAMPLERS
+
+    source = Image.fromarray(render(e.edit_cases(1, seed=2, attribute="color")[0].spec))
+    request = validate_request({"prompt": "a green circle", "mode": "img2img", "denoising_strength": 0.7, "seed": 8,
+                                "autoguidance_scale": 0}, engine_builtin.limits)
+    result = generate(engine_builtin, request, source=SourceImages(source))
+    call = result.metadata[0]["source"]["diffusers_call"]
+    assert call["num_inference_steps"] > request.steps  # stretched: Karras steps on a zero-terminal-SNR schedule
+    assert int(call["num_inference_steps"] * call["strength"]) == int(request.steps * 0.7)  # as many steps run
+    plain = StableDiffusionImg2ImgPipeline(**pipe.components)
+    plain.scheduler = SAMPLERS[request.sampler].build(engine_builtin.scheduler_config)
+    expected = plain(prompt=request.prompt, image=source, guidance_scale=request.guidance_scale,
+                     generator=[torch.Generator("cpu").manual_seed(8)], **call).images[0]
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(expected))
