@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,22 +39,9 @@ from generation.diffusion import (choose_device_and_dtype, generate, load_pipeli
 from generation.diffusion.engine import predict_x0  # noqa: E402
 from generation.diffusion.precision import cpu_bf16_flags  # noqa: E402
 from generation.diffusion.preview import SD1_BIAS, SD1_FACTORS, LatentPreview, latents_to_preview  # noqa: E402
+from benchmarks.machine import describe_machine  # noqa: E402
 
 PROMPT = "a red circle on a blue background"
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = ", ".join(cpu_bf16_flags()) or "none"
-    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.machine()}, "
-            f"hardware bf16: {flags}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
 
 
 def median_time(fn, repeats: int) -> float:
@@ -354,7 +340,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"automatic precision here: {choose_device_and_dtype('auto').to_dict()}")
     if args.only != "sd15":
         bench_model(args, repeats)

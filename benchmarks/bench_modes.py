@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,19 +43,9 @@ from generation.diffusion.engine import generate  # noqa: E402
 from generation.diffusion.loading import load_pipeline  # noqa: E402
 from generation.diffusion.request import validate_request  # noqa: E402
 from generation.diffusion.sources import SourceImages  # noqa: E402
+from benchmarks.machine import describe_machine  # noqa: E402
 
 OUTPAINT_PX = 16
-
-
-def machine() -> str:
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in
-                    subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return (f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-            f"load average {os.getloadavg()[0]:.1f}")
 
 
 def mode_jobs(model, steps: int | None) -> list[tuple[str, object, SourceImages | None]]:
@@ -111,7 +99,7 @@ def main(argv=None, model=None) -> list[dict]:
     if model is None:
         model = load_pipeline(args.model, dtype="fp32")
     jobs = mode_jobs(model, args.steps)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     base_request = jobs[0][1]
     print(f"model: {args.model}; {base_request.width}x{base_request.height}, {base_request.steps} steps of "
           f"{base_request.sampler}, guidance {base_request.guidance_scale:g}, autoguidance "

@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,19 +54,9 @@ from generation.diffusion.engine import generate  # noqa: E402
 from generation.diffusion.loading import load_pipeline  # noqa: E402
 from generation.diffusion.request import validate_request  # noqa: E402
 from generation.diffusion.sources import SourceImages  # noqa: E402
+from benchmarks.machine import describe_machine  # noqa: E402
 
 GRID_CASES = 20
-
-
-def machine() -> str:
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in
-                    subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return (f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-            f"load average {os.getloadavg()[0]:.1f}")
 
 
 def background_mask(case: evaluate.EditCase) -> Image.Image:
@@ -224,7 +211,7 @@ def main(argv=None, model=None) -> dict:
     limits = model.limits
     results: dict = {
         "command": "python benchmarks/eval_image_to_image.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(), "model": args.model, "cases": args.cases, "case_seed": args.case_seed, "seed": args.seed,
+        "machine": describe_machine(), "model": args.model, "cases": args.cases, "case_seed": args.case_seed, "seed": args.seed,
         "defaults": {"size": f"{limits.default_width}x{limits.default_height}",
                      "steps": args.steps or limits.default_steps, "sampler": args.sampler or limits.default_sampler,
                      "guidance_scale": limits.default_guidance_scale,

@@ -23,6 +23,22 @@ ALL_SCOPES = ("read", "generate", "write")
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "ldmsite-hypothesis"))
 
 
+@pytest.fixture
+def token(alice):
+    """A token of alice's that may read and generate (what A1111 clients need)."""
+    return make_token(alice, ("read", "generate"))
+
+
+@pytest.fixture
+def api(live_server, tiny_model, token):
+    """webuiapi as its README makes one: the token as the password of --api-auth's Basic auth."""
+    import webuiapi
+
+    client = webuiapi.WebUIApi(baseurl=f"{live_server.url}/sdapi/v1", sampler="Euler a", steps=2)
+    client.set_auth("anyone", token)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def fast_passwords(settings):
     """People are made by the dozen here; the real password hasher is slow on purpose."""

@@ -39,19 +39,6 @@ class Bearer(requests.auth.AuthBase):
 
 
 @pytest.fixture
-def token(alice):
-    return make_token(alice, ("read", "generate"))
-
-
-@pytest.fixture
-def api(live_server, tiny_model, token):
-    """webuiapi as its README makes one: the token as the password of --api-auth's Basic auth."""
-    client = webuiapi.WebUIApi(baseurl=f"{live_server.url}/sdapi/v1", sampler="Euler a", steps=2)
-    client.set_auth("anyone", token)
-    return client
-
-
-@pytest.fixture
 def backend(live_server, tiny_model, token):
     """sd-backend-client's detection path: it probes the URL and logs in when asked to."""
     client = connect_to_backend(live_server.url, credentials_provider=lambda: ("anyone", token))

@@ -55,18 +55,6 @@ SMALL = {"prompt": "a blue circle", "steps": 2, "width": 32, "height": 32, "seed
 
 
 @pytest.fixture
-def token(alice):
-    return make_token(alice, ("read", "generate"))
-
-
-@pytest.fixture
-def api(live_server, tiny_model, token):
-    client = webuiapi.WebUIApi(baseurl=f"{live_server.url}/sdapi/v1", sampler="Euler a", steps=2)
-    client.set_auth("anyone", token)
-    return client
-
-
-@pytest.fixture
 def sdapi(live_server, tiny_model, token, settings):
     """Plain requests with Basic auth; no worker, so a request wrongly let through answers 202 at once."""
     settings.LDM_A1111_TIMEOUT_SECONDS = 1
