@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from gallery.models import AuditEntry, BlocklistEntry, FlaggedPrompt, Image
 from generation.blocklist import BlocklistPatternError, compile_entry, normalize
-from generation.diffusion.request import GenerationRequest, RequestValidationError, validate_request
+from generation.diffusion.request import GenerationRequest, RequestValidationError, check_lora_names, validate_request
 from generation.models import DiffusionModel, Generation
 
 logger = logging.getLogger(__name__)
@@ -80,11 +80,20 @@ def resolve_model(slug: Any) -> DiffusionModel:
     return model
 
 
-def validated_request(fields: Mapping[str, Any], model: DiffusionModel) -> GenerationRequest:
+# The LoRAs a person may use. None yet: LoRA files as a resource of the site (upload, training, sharing)
+# are still to come, so a request naming one -- in `loras` or as `<lora:name:w>` in the prompt -- is
+# refused at submission, naming the field, instead of failing on the worker.
+def usable_lora_names(owner) -> frozenset[str]:
+    return frozenset()
+
+
+def validated_request(fields: Mapping[str, Any], model: DiffusionModel, owner=None) -> GenerationRequest:
     try:
-        return validate_request(fields, model.limits())
+        request = validate_request(fields, model.limits())
+        check_lora_names(request, usable_lora_names(owner))
     except RequestValidationError as error:
         raise Refusal(error.errors) from None
+    return request
 
 
 # --- The prompt gate: suspended accounts and the blocklist ------------------------------------------

@@ -52,7 +52,7 @@ def submit_generation(owner, raw: Mapping[str, Any], model: DiffusionModel | Non
     if fields.get("mode") in (None, ""):
         fields["mode"] = sources.infer_mode(given, picked)
     try:
-        request = admission.validated_request(fields, model)
+        request = admission.validated_request(fields, model, owner)
     except admission.Refusal as refusal:
         errors = {**refusal.errors, **errors}
     if errors:

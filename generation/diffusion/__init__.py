@@ -28,6 +28,9 @@ from .pngmeta import format_parameters, parse_parameters, read_png_metadata, rea
 from .request import (MAX_PROMPT_CHARS, MAX_SEED, MODEL_DEFAULTS_FILE, REQUEST_FIELDS, GenerationRequest,
                       ModelDefaultsError, ModelLimits, ModelLoadError, RequestValidationError, UnsupportedRequest,
                       read_model_defaults, validate_request)
+from .request import MAX_LORAS, check_lora_names, parse_lora_tags  # LoRA names and <lora:...> tags: no torch
+from .pngmeta import parse_lora_hashes
+from .prompts import has_attention_syntax, parse_prompt_attention, plain_text  # no torch: the parser only
 from .samplers import DPMPP_SDE_AVAILABLE, SAMPLER_ALIASES, SAMPLERS, build_scheduler, resolve_sampler
 from .sources import SourceImages, check_source
 
@@ -57,6 +60,17 @@ _LAZY = {
     "clip_scores": "clip",
     "clip_score": "clip",
     "spherical_dist_loss": "clip",
+    # LoRA files and adapters
+    "LoraFile": "lora",
+    "LoraMismatch": "lora",
+    "LoraFileError": "lora",
+    "read_lora": "lora",
+    "save_lora": "lora",
+    "check_lora": "lora",
+    "model_skeleton": "lora",
+    "to_kohya": "lora",
+    "lora_hash": "lora",
+    "use_loras": "lora",
 }
 
 __all__ = [
@@ -65,7 +79,8 @@ __all__ = [
     "read_model_defaults", "directory_content_hash", "short_hash", "SHORT_HASH_DIGITS",
     "SAMPLERS", "SAMPLER_ALIASES", "DPMPP_SDE_AVAILABLE", "resolve_sampler", "build_scheduler",
     "write_png", "read_png_parameters", "read_png_metadata", "format_parameters", "parse_parameters",
-    "SourceImages", "check_source", *_LAZY,
+    "SourceImages", "check_source", "parse_prompt_attention", "plain_text", "has_attention_syntax",
+    "MAX_LORAS", "check_lora_names", "parse_lora_tags", "parse_lora_hashes", *_LAZY,
 ]
 
 
@@ -87,5 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
                          guided_step_indices, library_versions)
     from .loading import LoadedModel, load_pipeline
+    from .lora import (LoraFile, LoraFileError, LoraMismatch, check_lora, lora_hash, model_skeleton, read_lora,
+                       save_lora, to_kohya, use_loras)
     from .precision import DevicePrecision, choose_device_and_dtype, cpu_has_fast_bf16
     from .preview import LatentPreview, fit_latent_preview, latents_to_preview

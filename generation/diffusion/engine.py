@@ -67,8 +67,10 @@ from PIL import Image
 from .autoguidance import AutoguidedUNet
 from .clip import clip_guidance_gradient, clip_scores, guided_model_output
 from .loading import LoadedModel
+from .lora import AppliedLora, lora_hashes_text, resolve_loras, use_loras
 from .pngmeta import format_parameters
 from .preview import LatentPreview, latents_to_preview
+from .prompts import plain_text, prompt_arguments
 from .request import LATENT_UPSCALERS, GenerationRequest, UnsupportedRequest
 from .samplers import SAMPLERS
 from .sources import PreparedSource, SourceImages, check_source, prepare_source
@@ -321,7 +323,9 @@ class _ClipGuidance:
     def __init__(self, model: LoadedModel, request: GenerationRequest, prompt: str | None = None):
         self.model = model
         self.request = request
-        self.text_embedding = model.clip.text_embeddings([prompt if prompt is not None else request.prompt])
+        # the words only: A1111's attention syntax is for the text encoder, not CLIP
+        words = plain_text(prompt if prompt is not None else request.prompt)
+        self.text_embedding = model.clip.text_embeddings([words])
         # Cutout positions come from per-image generators (seed + k, like the noise), so a guided
         # image also reproduces on its own.
         self.generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
@@ -587,12 +591,13 @@ class _Job:
     hires: "_Job | None" = None  # the hires fix's img2img pass
     evaluations: int = 0  # model evaluations this pass runs (progress total before the pass starts)
     done_before: int = 0  # evaluations of the passes before this one
+    prompt_weighting: dict[str, Any] | None = None  # whether the prompts went as weighted embeddings (.prompts)
 
 
 def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceImages | None = None,
              on_progress: Callable[[StepProgress], None] | None = None,
              should_cancel: Callable[[], bool] | None = None,
-             preview_size: int | None = None) -> GenerationResult:
+             preview_size: int | None = None, loras: Mapping[str, Any] | None = None) -> GenerationResult:
     """Run ``request`` on ``model``.
 
     ``source``: the pictures of a source mode (img2img: ``init_image``; inpaint: ``init_image``
@@ -606,16 +611,24 @@ def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceIm
     as interrupted). ``preview_size`` bounds the preview's longer side (``None``: latent
     resolution, e.g. 64x64 for a 512x512 SD image).
 
+    ``loras``: the files of the LoRAs the request names (``request.loras``: name, weight), by
+    name -- a ``.safetensors`` path, its bytes, a state dict or a :class:`~.lora.LoraFile`; a name
+    without one is an ``UnsupportedRequest`` (``loras: ...``). They are applied for this job only
+    (:func:`.lora.use_loras`: loaded once per model, the base model untouched after).
+
     ``ValueError`` (the message starts with the field) for what the model or the source cannot do.
     """
     clock = _Clock(started=time.perf_counter())
     check_inputs(model, request, source)
+    lora_sources = resolve_loras(request.loras, loras) if request.loras else []
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled(0, request.steps)
-    job = prepare(model, request, clock, watched=on_progress is not None, cancellable=should_cancel is not None,
-                  source=source)
-    images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
-    result = describe(model, request, job, images)
+    # The adapters are set on the shared UNet and text encoder for the prompt encoding and the denoising.
+    with use_loras(model, lora_sources) as applied:
+        job = prepare(model, request, clock, watched=on_progress is not None,
+                      cancellable=should_cancel is not None, source=source)
+        images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
+    result = describe(model, request, job, images, loras=applied)
     if job.interrupted is not None:
         raise GenerationCancelled(*job.interrupted, result=result)
     return result
@@ -666,13 +679,17 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
     there is a preview to show or a run that may be interrupted (``cancellable``). Source modes
     get their fitted picture and mask; hires fix its second pass.
 
-    Prompt embeddings are left to the pipeline's own ``__call__`` (SDXL's pooled and size
-    conditioning included), which keeps the result exactly that of plain diffusers.
+    Plain prompts are left to the pipeline's own ``__call__`` (SDXL's pooled and size
+    conditioning included), which keeps the result exactly that of plain diffusers; prompts with
+    A1111's attention syntax or ``BREAK``, or longer than one 77-token chunk, go to it as weighted
+    embeddings (:func:`.prompts.prompt_arguments`).
     """
     kind = {"img2img": "img2img", "inpaint": "inpaint", "outpaint": "inpaint"}.get(request.mode, "txt2img")
     job = _make_pass(model, request, clock, kind=kind, sampler=request.sampler, prompt=request.prompt,
                      watched=watched, cancellable=cancellable)
-    call: dict[str, Any] = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+    # A1111's attention syntax, BREAK and long prompts: weighted embeddings; plain prompts: the text
+    prompts, job.prompt_weighting = prompt_arguments(job.pipe, request.prompt, request.negative_prompt or None)
+    call: dict[str, Any] = dict(**prompts,
                                 num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
                                 num_images_per_prompt=request.num_images, eta=request.eta, generator=job.generators)
     if kind == "txt2img":
@@ -706,8 +723,13 @@ def prepare(model: LoadedModel, request: GenerationRequest, clock: _Clock, *, wa
                            prompt=request.hr_prompt or request.prompt, watched=watched, cancellable=cancellable)
         hr_total, hr_strength = strength_schedule(hr_sampler, model.scheduler_config, hr_steps,
                                                   request.hr_denoising_strength)
-        hires.call = dict(prompt=request.hr_prompt or request.prompt,
-                          negative_prompt=(request.hr_negative_prompt or request.negative_prompt) or None,
+        hr_prompts = (request.hr_prompt or request.prompt,
+                      (request.hr_negative_prompt or request.negative_prompt) or None)
+        if hr_prompts == (request.prompt, request.negative_prompt or None):
+            hires.prompt_weighting = job.prompt_weighting  # the same text: the same arguments
+        else:
+            prompts, hires.prompt_weighting = prompt_arguments(hires.pipe, *hr_prompts)
+        hires.call = dict(**prompts,
                           num_inference_steps=hr_total, guidance_scale=request.guidance_scale,
                           num_images_per_prompt=request.num_images, eta=request.eta, generator=hires.generators,
                           strength=hr_strength)
@@ -848,14 +870,15 @@ def _step_end_callback(top: _Job, job: _Job, on_progress: Callable[[StepProgress
     return on_step_end
 
 
-def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: list[Image.Image]) -> GenerationResult:
+def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: list[Image.Image],
+             loras: Sequence[AppliedLora] = ()) -> GenerationResult:
     """The result: CLIP scores, timings, one metadata record and one A1111 infotext per image
     (an interrupted run's records say ``"interrupted": true`` and the step it reached)."""
     clock = job.clock
     scores = None
     score_started = time.perf_counter()
     if model.clip is not None:
-        scores = clip_scores(model.clip, images, request.prompt)
+        scores = clip_scores(model.clip, images, plain_text(request.prompt))
     score_seconds = time.perf_counter() - score_started
 
     observers = [job.observer] + ([job.hires.observer] if job.hires is not None else [])
@@ -885,8 +908,11 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
         "preview_projection": job.preview.source if job.preview is not None else None,
         "pipeline_class": type(job.pipe).__name__,
+        "prompt_weighting": job.prompt_weighting,
         "output_size": list(images[0].size) if images else list(request.output_size),
     }
+    if loras:
+        common["lora_files"] = [lora.to_dict() for lora in loras]  # name, weight, A1111 hash
     if job.source is not None:
         common["source"] = {"init_image_size": list(job.source.init_size),
                             "mask_size": list(job.source.mask_size) if job.source.mask_size else None,
@@ -900,6 +926,7 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         common["hires"] = {"first_pass_size": [request.width, request.height], "size": list(request.hr_size),
                            "scheduler": {"class": type(hires.scheduler).__name__, "config": dict(hires.scheduler.config)},
                            "clip_guided_steps": list(hires.guidance.done) if hires.guidance else [],
+                           "prompt_weighting": hires.prompt_weighting,
                            "diffusers_call": {"num_inference_steps": hires.call["num_inference_steps"],
                                               "strength": hires.call["strength"]},
                            "rng": "new torch.Generator('cpu') per image, seeded seed + image_index"}
@@ -911,7 +938,8 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         metadata.append({**fields, "seed": seed, "job_seed": request.seed, "image_index": index,
                          "clip_score": scores[index] if scores else None, **common})
         parameters.append(format_parameters(fields, seed=seed, model_name=model.name, model_hash=model.short_hash,
-                                            extra={"Version": f"ldmsite-engine {ENGINE_VERSION}"}))
+                                            extra={**({"Lora hashes": lora_hashes_text(loras)} if loras else {}),
+                                                   "Version": f"ldmsite-engine {ENGINE_VERSION}"}))
     timings["engine_overhead"] = round(timings["engine_overhead"] + time.perf_counter() - wrapping_up, 6)
     timings["total"] = round(time.perf_counter() - clock.started, 6)  # the dict is shared by every metadata record
     return GenerationResult(images=images, seeds=request.seeds, clip_scores=scores, metadata=metadata,

@@ -3,7 +3,9 @@
 ``judge`` reads the five attributes back from pixels: background from the
 border, object colour from the pixels that are not background, shape from how
 much of its bounding box the object fills (square ~1.0, disc ~pi/4, triangle
-~1/2), size from the box, position from the box centre. It is what the
+~1/2; a plus sign, the shape only a LoRA teaches, fills ~5/9 like a triangle
+but leaves all four corners of its box empty and its cross solid), size from
+the box, position from the box centre. It is what the
 quality bar of the built-in model is measured with, so it is first proven on
 the dataset's own images (``tests/generation/diffusion/test_evaluate.py``).
 
@@ -37,6 +39,15 @@ _PALETTE = np.array([COLORS[n] for n in _PALETTE_NAMES], dtype=np.float32)
 SQUARE_MIN_FILL = 0.90
 CIRCLE_MIN_FILL = 0.64
 LARGE_MIN_SIDE = 23  # small boxes are 12-18 px, large 28-32 px
+# A plus sign (only when the fill says triangle): its four corner blocks (PLUS_CORNER
+# of the box's side each way) on average at most PLUS_MAX_CORNER filled, and the
+# centre and the four arm ends (PLUS_ARM of the side wide) each at least PLUS_MIN_ARM.
+# The dataset's plus leaves its corners empty; a triangle's are ~40% filled on
+# average (its bottom two ~85%), a disc's ~40%, a square's 100%.
+PLUS_CORNER = 0.3
+PLUS_ARM = 0.2
+PLUS_MAX_CORNER = 0.15
+PLUS_MIN_ARM = 0.6
 
 
 def nearest_palette_index(pixels: np.ndarray) -> np.ndarray:
@@ -69,6 +80,22 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         if size > best_size:
             best_label, best_size = current, size
     return labels == best_label if best_size else np.zeros_like(mask)
+
+
+def _looks_like_plus(box: np.ndarray) -> bool:
+    """Whether a boolean object mask cropped to its bounding box is a plus sign: empty corners,
+    solid centre and arm ends."""
+    h, w = box.shape
+    ch, cw = max(1, int(h * PLUS_CORNER)), max(1, int(w * PLUS_CORNER))
+    corners = (box[:ch, :cw], box[:ch, w - cw :], box[h - ch :, :cw], box[h - ch :, w - cw :])
+    if sum(c.mean() for c in corners) / 4 > PLUS_MAX_CORNER:
+        return False
+    ah, aw = max(1, round(h * PLUS_ARM)), max(1, round(w * PLUS_ARM))
+    y0, x0 = (h - ah) // 2, (w - aw) // 2
+    arms = (box[y0 : y0 + ah, x0 : x0 + aw],  # centre
+            box[:ch, x0 : x0 + aw], box[h - ch :, x0 : x0 + aw],  # top, bottom
+            box[y0 : y0 + ah, :cw], box[y0 : y0 + ah, w - cw :])  # left, right
+    return min(a.mean() for a in arms) >= PLUS_MIN_ARM
 
 
 def judge(image: np.ndarray) -> dict[str, str | None]:
@@ -104,6 +131,8 @@ def judge(image: np.ndarray) -> dict[str, str | None]:
         result["shape"] = "square"
     elif fill >= CIRCLE_MIN_FILL:
         result["shape"] = "circle"
+    elif _looks_like_plus(obj[top : bottom + 1, left : right + 1]):
+        result["shape"] = "plus"
     else:
         result["shape"] = "triangle"
     side = max(box_h, box_w) * 64.0 / max(h, w)

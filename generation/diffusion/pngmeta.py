@@ -30,8 +30,8 @@ from typing import IO, Any, Mapping
 
 from PIL import Image, PngImagePlugin
 
-from .request import (INPAINTING_FILLS, MAX_NUMBER_MAGNITUDE, REQUEST_FIELDS, RESIZE_MODES, SOURCE_MODES, real_number,
-                      whole_number)
+from .request import (INPAINTING_FILLS, MAX_LORA_NAME_CHARS, MAX_LORAS, MAX_NUMBER_MAGNITUDE, REQUEST_FIELDS,
+                      RESIZE_MODES, SOURCE_MODES, _lora_pairs, prompt_with_lora_tags, real_number, whole_number)
 from .samplers import SAMPLERS, resolve_sampler
 
 JSON_CHUNK = "ldmsite"
@@ -69,8 +69,11 @@ def _num(value: float) -> str:
 
 def format_parameters(fields: Mapping[str, Any], *, seed: int | None = None, model_name: str | None = None,
                       model_hash: str | None = None, extra: Mapping[str, Any] | None = None) -> str:
-    """The A1111 ``parameters`` string for one image (``seed`` is that image's own seed)."""
-    lines = [str(fields["prompt"])]
+    """The A1111 ``parameters`` string for one image (``seed`` is that image's own seed). The
+    request's LoRAs are written as A1111 keeps them: ``<lora:name:weight>`` tags in the prompt
+    (appended), which the request validator takes out again; their hashes (``Lora hashes``) come
+    with ``extra`` from the engine."""
+    lines = [prompt_with_lora_tags(str(fields["prompt"]), _lora_pairs(fields.get("loras")))]
     if fields.get("negative_prompt"):
         lines.append(f"Negative prompt: {fields['negative_prompt']}")
     pairs: list[tuple[str, Any]] = [
@@ -353,6 +356,18 @@ def parse_parameters(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     return fields, extras
 
 
+def parse_lora_hashes(text: str) -> dict[str, str]:
+    """A1111's ``Lora hashes`` value (``name: hash, name2: hash2``) as {name: short hash}; linear,
+    and pairs that are not ``name: hash`` are left out."""
+    hashes: dict[str, str] = {}
+    for part in text.split(",")[:4 * MAX_LORAS]:
+        name, separator, digest = part.rpartition(":")
+        name, digest = name.strip(), digest.strip()
+        if separator and name and len(name) <= MAX_LORA_NAME_CHARS and digest.isascii() and digest.isalnum():
+            hashes[name] = digest.lower()
+    return hashes
+
+
 def write_png(image: Image.Image, metadata: Mapping[str, Any], parameters: str, path_or_file: str | Path | IO[bytes]) -> None:
     """Save ``image`` as PNG with the ``parameters`` and ``ldmsite`` (JSON) text chunks."""
     info = PngImagePlugin.PngInfo()
@@ -446,9 +461,19 @@ def read_png_text(file: str | Path | IO[bytes] | bytes) -> dict[str, str]:
     return texts
 
 
+def _stored_loras(value: Any) -> bool:
+    """Our JSON chunk's ``loras``: at most ``MAX_LORAS`` [name, weight] pairs of text and a
+    finite number (the validator judges the rest)."""
+    return (isinstance(value, list) and len(value) <= MAX_LORAS
+            and all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                    and _request_value(item[1]) and not isinstance(item[1], (str, bool)) and item[1] is not None
+                    for item in value))
+
+
 def _request_value(value: Any) -> bool:
     """A value our JSON chunk may hand on as a request field: JSON scalars only (the validator
-    judges them), never a nested structure, an infinity or an unbounded integer."""
+    judges them), never a nested structure, an infinity or an unbounded integer; ``loras`` as
+    :func:`_stored_loras` reads it."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -473,7 +498,8 @@ def read_png_metadata(file: str | Path | IO[bytes] | bytes) -> dict[str, Any]:
     if parameters:
         fields, extra = parse_parameters(parameters)
     if isinstance(metadata, dict):
-        fields = {name: metadata[name] for name in REQUEST_FIELDS if name in metadata and _request_value(metadata[name])}
+        fields = {name: metadata[name] for name in REQUEST_FIELDS if name in metadata
+                  and (_stored_loras(metadata[name]) if name == "loras" else _request_value(metadata[name]))}
     if fields:
         fields["num_images"] = 1  # the seed read back is this image's own seed
         # A PNG that does not say it was autoguided was made without it (A1111's, and ldmsite's

@@ -187,6 +187,10 @@ class GenerationRequest:
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""  # "": the negative prompt
     hr_sampler_name: str = ""  # "": the sampler
+    # LoRAs: (name, weight) pairs, from the ``loras`` field and the prompt's ``<lora:name:weight>``
+    # tags (which the validator takes out of the prompt, as A1111 does). Names only: the caller
+    # hands the engine the files (``generate(..., loras={name: file})``, see :mod:`.lora`).
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def seeds(self) -> list[int]:
@@ -218,7 +222,10 @@ class GenerationRequest:
         return self.width, self.height
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON data (``loras`` as ``[[name, weight], ...]``, as JSON gives it back)."""
+        data = dataclasses.asdict(self)
+        data["loras"] = [[name, weight] for name, weight in self.loras]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRequest":
@@ -234,7 +241,21 @@ class GenerationRequest:
         return cls(**kwargs)
 
 
-_FIELD_TYPES = {"str": str, "int": int, "float": float, "bool": bool}  # annotations are strings here
+def _lora_pairs(value: Any) -> tuple[tuple[str, float], ...]:
+    """A stored ``loras`` value -- ``[[name, weight], ...]`` (JSON's spelling of the tuple) or
+    ``[{"name": ..., "weight": ...}, ...]`` -- as the request's tuple of (name, weight) pairs."""
+    pairs = []
+    for item in value or ():
+        if isinstance(item, Mapping):
+            pairs.append((str(item["name"]), float(item.get("weight", 1.0))))
+        else:
+            name, weight = item
+            pairs.append((str(name), float(weight)))
+    return tuple(pairs)
+
+
+_FIELD_TYPES = {"str": str, "int": int, "float": float, "bool": bool,  # annotations are strings here
+                "tuple[tuple[str, float], ...]": _lora_pairs}
 NUL_MESSAGE = "must not contain NUL characters (\\x00)"  # PostgreSQL stores no NUL in text or JSON
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationRequest))
@@ -485,6 +506,7 @@ def validate_request(raw: Mapping[str, Any], limits: ModelLimits | None = None) 
             )
 
     _validate_image_fields(get, integer, real, values, errors, limits)
+    _validate_loras(raw.get("loras"), values, errors)
 
     if errors:
         raise RequestValidationError(errors)
@@ -600,6 +622,186 @@ def _validate_image_fields(get, integer, real, values: dict[str, Any], errors: d
                 f"is too low for {hr_steps} steps: at least one step must run (steps x hr_denoising_strength >= 1)")
 
 
+# ------------------------------------------------------------------------------------- LoRAs
+
+MAX_LORAS = 8  # distinct LoRAs in one request
+MAX_LORA_NAME_CHARS = 100
+MAX_LORA_WEIGHT = 4.0  # weights from -4 to 4
+LORA_TAG = "<lora:"  # A1111's extra-network syntax: <lora:name> or <lora:name:weight>
+_LORA_NAME_FORBIDDEN = frozenset("<>:,\"")  # cannot be written in a tag or A1111's "Lora hashes"
+_MAX_LORAS_TEXT = MAX_LORAS * (MAX_LORA_NAME_CHARS + MAX_NUMBER_CHARS + 2)
+
+
+def lora_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a LoRA's name (``None`` when it can): text of 1 to 100 characters,
+    no control characters and none of ``< > : , "`` (which a ``<lora:...>`` tag or A1111's
+    ``Lora hashes`` could not hold)."""
+    if not isinstance(name, str):
+        return "a LoRA name must be text"
+    if not 1 <= len(name) <= MAX_LORA_NAME_CHARS or name != name.strip():
+        return f"a LoRA name is 1 to {MAX_LORA_NAME_CHARS} characters without surrounding spaces"
+    if any(character in _LORA_NAME_FORBIDDEN or not character.isprintable() for character in name):
+        return f"LoRA name {name!r} holds a character it may not (< > : , \" or a control character)"
+    return None
+
+
+def _lora_weight(value: Any) -> float:
+    """A weight from -4 to 4 (``ValueError`` otherwise)."""
+    weight = real_number(value)
+    if not -MAX_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:
+        raise ValueError
+    return weight
+
+
+_WEIGHT_MESSAGE = f"a LoRA weight is a number from {_fmt(-MAX_LORA_WEIGHT)} to {_fmt(MAX_LORA_WEIGHT)}"
+
+
+def parse_lora_tags(text: str) -> tuple[str, list[tuple[str, float]], list[str]]:
+    r"""Take A1111's ``<lora:name>`` / ``<lora:name:weight>`` tags out of a prompt.
+
+    Returns (the prompt without them, the (name, weight) pairs in order, problems). A tag is
+    ``<lora:`` up to the next ``>``, as A1111's ``<(\w+):([^>]+)>`` reads it (no escapes: a
+    backslash before it changes nothing); the weight defaults to 1. Where a tag is cut out, the
+    spaces around it become one (``"a <lora:x:1> cat"`` -> ``"a cat"``). A tag with a bad name or
+    weight, or more parts (A1111's separate text-encoder / UNet weights), is a problem and stays
+    in the text. One pass over the text: linear in its length, whatever it holds.
+    """
+    pieces: list[str] = []
+    pairs: list[tuple[str, float]] = []
+    problems: list[str] = []
+    position = 0
+    while True:
+        start = text.find(LORA_TAG, position)
+        if start < 0:
+            break
+        end = text.find(">", start + len(LORA_TAG))
+        if end < 0:
+            break  # no tag can close after this point
+        inner = text.rfind(LORA_TAG, start, end)  # "<lora:<lora:x:1>": the tag is the last opening
+        body = text[inner + len(LORA_TAG):end]
+        parts = body.split(":")
+        name = parts[0].strip()
+        problem = lora_name_problem(name)
+        weight = 1.0
+        if problem is None and len(parts) > 2:
+            problem = f"<lora:{body}> has {len(parts)} parts; write <lora:name> or <lora:name:weight>"
+        elif problem is None and len(parts) == 2:
+            try:
+                weight = _lora_weight(parts[1])
+            except (TypeError, ValueError):
+                problem = f"<lora:{body}>: {_WEIGHT_MESSAGE}"
+        if problem is not None:
+            problems.append(problem)
+            pieces.append(text[position:end + 1])
+        else:
+            pairs.append((name, weight))
+            pieces.append(text[position:inner])
+            pieces.append("\0")  # where a tag was: spaces around it are merged below
+        position = end + 1
+    pieces.append(text[position:])
+    if not pairs:
+        return text, pairs, problems
+    joined = "".join(pieces)
+    out: list[str] = []
+    for index, chunk in enumerate(joined.split("\0")):
+        if index and out and (not out[-1] or out[-1][-1:].isspace()):
+            chunk = chunk.lstrip(" \t")
+        elif index and chunk[:1] in (" ", "\t") and out:
+            out[-1] = out[-1].rstrip(" \t") + " "
+            chunk = chunk.lstrip(" \t")
+        out.append(chunk)
+    return "".join(out).strip(), pairs, problems
+
+
+def format_lora_tags(loras: "tuple[tuple[str, float], ...] | list") -> str:
+    """``<lora:name:weight>`` for each pair, space-separated (what A1111's infotext prompt holds)."""
+    return " ".join(f"<lora:{name}:{_fmt(float(weight))}>" for name, weight in loras)
+
+
+def prompt_with_lora_tags(prompt: str, loras: "tuple[tuple[str, float], ...] | list") -> str:
+    """The prompt as A1111 writes it in an infotext: the text with its LoRA tags (appended)."""
+    tags = format_lora_tags(loras)
+    return f"{prompt} {tags}" if prompt and tags else (prompt or tags)
+
+
+def _lora_items(value: Any) -> tuple[list[tuple[str, float]], str | None]:
+    """The ``loras`` field: ``[{"name": n, "weight": w}, ...]``, ``[[n, w], ...]``, ``["n:w", "n"]``,
+    or text ``"n:w, n2"`` (forms, the CLI). Bounded before anything is looked at."""
+    if value is None or value == "" or value == [] or value == ():
+        return [], None
+    shape = (f'must be a list of {{"name": ..., "weight": ...}} (at most {MAX_LORAS}), '
+             '[name, weight] pairs, or text "name:weight, name2"')
+    if isinstance(value, str):
+        if len(value) > _MAX_LORAS_TEXT:
+            return [], f"is {len(value)} characters; at most {MAX_LORAS} LoRAs fit in {_MAX_LORAS_TEXT}"
+        value = [item for item in (part.strip() for part in value.split(",")) if item]
+    if not isinstance(value, (list, tuple)):
+        return [], shape
+    if len(value) > MAX_LORAS:
+        return [], f"has {len(value)} LoRAs; at most {MAX_LORAS} per request"
+    pairs: list[tuple[str, float]] = []
+    for item in value:
+        if isinstance(item, Mapping):
+            if set(item) - {"name", "weight"} or "name" not in item:
+                return [], shape
+            name, weight = item["name"], item.get("weight", 1.0)
+        elif isinstance(item, (list, tuple)) and 1 <= len(item) <= 2:
+            name, weight = item[0], (item[1] if len(item) == 2 else 1.0)
+        elif isinstance(item, str) and len(item) <= MAX_LORA_NAME_CHARS + MAX_NUMBER_CHARS + 1:
+            name, _, weight = item.partition(":")
+            weight = weight if weight.strip() else 1.0
+        else:
+            return [], shape
+        name = name.strip() if isinstance(name, str) else name
+        problem = lora_name_problem(name)
+        if problem is not None:
+            return [], problem
+        try:
+            pairs.append((name, _lora_weight(weight)))
+        except (TypeError, ValueError):
+            return [], f"{_WEIGHT_MESSAGE} (LoRA {name!r})"
+    return pairs, None
+
+
+def _validate_loras(field: Any, values: dict[str, Any], errors: dict[str, str]) -> None:
+    """``loras`` of :func:`validate_request`: the field's pairs, then the prompt's and the hires
+    prompt's ``<lora:...>`` tags (taken out of those texts). A name given more than once gets the
+    sum of its weights (A1111 applies each mention). At most ``MAX_LORAS`` names."""
+    pairs, problem = _lora_items(field)
+    if problem is not None:
+        errors["loras"] = problem
+    for text_field in ("prompt", "hr_prompt"):
+        text = values.get(text_field)
+        if not text or LORA_TAG not in text:
+            continue
+        clean, found, problems = parse_lora_tags(text)
+        if problems:
+            errors[text_field] = problems[0]
+            continue
+        values[text_field] = clean
+        pairs += found
+    merged: dict[str, float] = {}
+    for name, weight in pairs:
+        merged[name] = merged.get(name, 0.0) + weight
+    if len(merged) > MAX_LORAS and "loras" not in errors:
+        errors["loras"] = f"names {len(merged)} LoRAs (field and prompt tags together); at most {MAX_LORAS}"
+    for name, weight in merged.items():
+        if not -MAX_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT and "loras" not in errors:
+            errors["loras"] = f"LoRA {name!r} adds up to weight {_fmt(weight)}; {_WEIGHT_MESSAGE}"
+    values["loras"] = tuple(merged.items())
+
+
+def check_lora_names(loras: "GenerationRequest | tuple | list", known: Any) -> None:
+    """For the site: refuse a request naming a LoRA that is not in ``known`` (a set of the names
+    the person may use) with a field-named :class:`RequestValidationError` (``loras``)."""
+    pairs = loras.loras if isinstance(loras, GenerationRequest) else loras
+    unknown = [name for name, _ in pairs if name not in known]
+    if unknown:
+        listed = ", ".join(repr(name) for name in unknown[:5])
+        raise RequestValidationError({"loras": f"unknown LoRA{'s' if len(unknown) > 1 else ''}: {listed} "
+                                               "(not found, or not yours to use)"})
+
+
 # ------------------------------------------------------------------------- a model's own defaults
 
 _SIZE_KEYS = ("default_width", "default_height", "max_width", "max_height")
@@ -700,4 +902,12 @@ __all__ = [
     "real_number",
     "MAX_NUMBER_CHARS",
     "MAX_NUMBER_MAGNITUDE",
+    "MAX_LORAS",
+    "MAX_LORA_NAME_CHARS",
+    "MAX_LORA_WEIGHT",
+    "lora_name_problem",
+    "parse_lora_tags",
+    "format_lora_tags",
+    "prompt_with_lora_tags",
+    "check_lora_names",
 ]

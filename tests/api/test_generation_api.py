@@ -41,6 +41,9 @@ def test_submitting_answers_202_with_the_job_its_location_and_its_websocket(tiny
     ({**PROMPT, "model": "missing"}, "model"),
     ({**PROMPT, "model": 3}, "model"),
     (["a red circle"], "__all__"),
+    # No LoRA is usable yet: naming one is refused at submission, not failed on the worker.
+    ({"prompt": "a red circle <lora:ghost:0.8>"}, "loras"),
+    ({**PROMPT, "loras": [{"name": "ghost", "weight": 1}]}, "loras"),
 ])
 def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(tiny_model, alice, body, field):
     response = client_for(alice).post("/api/v1/generations/", body, format="json")

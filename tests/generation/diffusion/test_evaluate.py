@@ -1,3 +1,7 @@
+import hashlib
+import json
+from collections import Counter
+
 import numpy as np
 
 from generation.diffusion import dataset as d
@@ -58,3 +62,56 @@ def test_score_judges_partial_prompts_only_on_the_attributes_they_name():
     assert "size" not in result and "background" not in result  # no prompt asked for them
     assert result["all"] == 0.75
     assert "| all named right |" in e.format_table(result, bar=None, all_label="all named right")
+
+
+# --------------------------------------------------------------------------
+# The plus sign (the shape only a LoRA teaches the built-in model)
+
+
+def _blurred(images: np.ndarray, noise: float = 6.0) -> np.ndarray:
+    """3x3 box blur plus Gaussian noise (as in the test above): a decoder's soft edges."""
+    x = images.astype(np.float32)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    blurred = sum(padded[:, dy : dy + 64, dx : dx + 64] for dy in range(3) for dx in range(3)) / 9
+    return np.clip(blurred + np.random.default_rng(0).normal(0, noise, blurred.shape), 0, 255).astype(np.uint8)
+
+
+def test_judge_reads_rendered_plus_signs_back_with_every_attribute():
+    images, specs = d.generate(300, seed=31, attributes={"shape": "plus"})
+    result = e.score(images, [s.attributes() for s in specs])
+    assert result["shape"] >= 0.98, result
+    assert result["all"] >= 0.98, result
+
+
+def test_judge_still_reads_most_plus_signs_with_blurred_edges():
+    images, specs = d.generate(300, seed=32, attributes={"shape": "plus"})
+    result = e.score(_blurred(images), [s.attributes() for s in specs])
+    assert result["shape"] >= 0.95, result
+
+
+def test_judge_never_calls_an_image_of_a_training_shape_a_plus():
+    images, specs = d.generate(400, seed=33)
+    assert {s.shape for s in specs} == set(d.SHAPES)
+    for batch in (images, _blurred(images)):
+        judged = Counter(e.judge(image)["shape"] for image in batch)
+        assert judged["plus"] == 0, judged
+
+
+def test_judge_judges_the_training_shapes_exactly_as_it_did_before_the_plus():
+    # Hashes of judge()'s answers on 300 dataset images, sharp and blurred, computed with the
+    # evaluator as it was before it knew the plus sign.
+    images, _ = d.generate(300, seed=99)
+    for batch, before in ((images, "623ce0a4bc0355ee"), (_blurred(images), "0c94fb61b69088ba")):
+        answers = json.dumps([e.judge(image) for image in batch]).encode()
+        assert hashlib.sha256(answers).hexdigest()[:16] == before
+
+
+def test_a_plus_with_a_filled_corner_is_not_a_plus():
+    spec = d.sample_spec(np.random.default_rng(5), {"shape": "plus", "size": "large"})
+    image = d.render(spec)
+    assert e.judge(image)["shape"] == "plus"
+    half, arm = spec.side / 2, d.plus_arm_width(spec.side)
+    top, left = int(spec.cy - half), int(spec.cx - half)
+    corner = (spec.side - arm) // 2
+    image[top + spec.side - corner : top + spec.side, left : left + corner] = d.COLORS[spec.color]  # an L-ish blob
+    assert e.judge(image)["shape"] != "plus"

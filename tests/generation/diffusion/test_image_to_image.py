@@ -161,7 +161,11 @@ def test_outpainting_extends_the_canvas_and_is_plain_diffusers_inpainting_of_its
     expected = pipe(image=canvas, mask_image=mask, height=48, width=40, strength=1.0, **common(request)).images
     expected = [pipe.image_processor.apply_overlay(mask, canvas, image) for image in expected]
     assert same_pixels(result.images, expected)
-    assert result.metadata[0]["source"] == {"init_image_size": [48, 48], "mask_size": None, "fitted_size": [32, 32]}
+    source = result.metadata[0]["source"]
+    assert {key: source[key] for key in ("init_image_size", "mask_size", "fitted_size")} == \
+        {"init_image_size": [48, 48], "mask_size": None, "fitted_size": [32, 32]}
+    # On an SD-range schedule the pipeline is asked for the request's own steps and strength.
+    assert source["diffusers_call"] == {"num_inference_steps": request.steps, "strength": request.denoising_strength}
 
 
 @pytest.mark.parametrize("upscaler", ["Latent (bicubic)", "Lanczos"])

@@ -171,3 +171,41 @@ def build_tiny_inpainting_pipeline(tmpdir: str | Path, seed: int = 0) -> Path:
     path = Path(tmpdir)
     pipeline.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def build_tiny_lora_layers(pipeline, seed: int = 0, rank: int = 2, scale: float = 0.3, text_encoder: bool = True,
+                           widen: int = 0) -> dict:
+    """Random LoRA layers for a tiny pipeline: {(component, module path): (down, up)} on the UNet's
+    attention projections (to_q/k/v/out.0) and, with ``text_encoder``, the text encoder's
+    self-attention projections. ``widen`` adds that many input features to every down weight (a
+    LoRA made for a wider model, which must not fit)."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = {}
+    components = [("unet", pipeline.unet)] + ([("text_encoder", pipeline.text_encoder)] if text_encoder else [])
+    for component, model in components:
+        for path, module in model.named_modules():
+            module = getattr(module, "base_layer", module)  # a model that has adapters loaded already
+            wanted = (".to_q", ".to_k", ".to_v", ".to_out.0") if component == "unet" else \
+                ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
+            if isinstance(module, torch.nn.Linear) and path.endswith(wanted):
+                down = torch.randn(rank, module.in_features + widen, generator=generator) * scale
+                up = torch.randn(module.out_features, rank, generator=generator) * scale
+                layers[(component, path)] = (down, up)
+    return layers
+
+
+def tiny_lora_state_dict(layers: dict, key_format: str = "kohya", alpha: float | None = None) -> dict:
+    """The layers of :func:`build_tiny_lora_layers` as a state dict in kohya/A1111 keys
+    (``lora_unet_..._lora_down.weight``, ``.alpha``: ``alpha`` or the rank) or diffusers/PEFT keys
+    (``unet.<path>.lora_A.weight``; alpha = rank, diffusers' default without metadata)."""
+    state = {}
+    for (component, path), (down, up) in layers.items():
+        if key_format == "kohya":
+            key = ("lora_unet_" if component == "unet" else "lora_te_") + path.replace(".", "_")
+            state[f"{key}.lora_down.weight"] = down.clone()
+            state[f"{key}.lora_up.weight"] = up.clone()
+            state[f"{key}.alpha"] = torch.tensor(float(alpha if alpha is not None else down.shape[0]))
+        else:
+            state[f"{component}.{path}.lora_A.weight"] = down.clone()
+            state[f"{component}.{path}.lora_B.weight"] = up.clone()
+    return state
