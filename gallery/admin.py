@@ -12,8 +12,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
 
+from gallery import loras as loras_service
 from gallery import moderation
-from gallery.models import Album, AlbumItem, Image, Like, Report
+from gallery.models import Album, AlbumItem, Image, Like, Lora, Report
 from gallery.moderation_models import (AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote,
                                        Suspension)
 from generation.admission import Refusal
@@ -387,3 +388,33 @@ for app_label in ("generation",):
     for unregistered in apps.get_app_config(app_label).get_models():
         if not admin.site.is_registered(unregistered):
             admin.site.register(unregistered, fallback_admin(unregistered))
+
+
+@admin.register(Lora)
+class LoraAdmin(admin.ModelAdmin):
+    """LoRAs: staff hide one (nobody but its owner may then see, use or download it) with a
+    reason, recorded in the audit log; the file itself is not edited here."""
+
+    list_display = ["name", "owner", "base_model", "visibility", "hidden", "rank", "file_size", "created_at"]
+    list_filter = ["visibility", "hidden", "base_model"]
+    search_fields = ["name", "description", "trigger_words", "owner__username"]
+    raw_id_fields = ["owner"]
+    readonly_fields = ["owner", "base_model", "file", "file_hash", "file_size", "key_format", "rank", "alpha",
+                       "layer_count", "training", "hidden", "hidden_reason", "created_at"]
+    action_form = ReasonActionForm
+    actions = ["hide_loras", "unhide_loras"]
+
+    def has_add_permission(self, request):
+        return False  # uploaded on the LoRAs page or through the API, where the file is checked
+
+    @admin.action(description="Hide selected LoRAs (nobody but the owner may see or use them)")
+    def hide_loras(self, request, queryset):
+        for lora in queryset:
+            loras_service.set_hidden(lora, True, request.user, action_reason(request), via=Via.BULK)
+        report_outcome(self, request, queryset.count(), "LoRA hide", [])
+
+    @admin.action(description="Unhide selected LoRAs")
+    def unhide_loras(self, request, queryset):
+        for lora in queryset:
+            loras_service.set_hidden(lora, False, request.user, action_reason(request), via=Via.BULK)
+        report_outcome(self, request, queryset.count(), "LoRA unhide", [])

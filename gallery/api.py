@@ -3,25 +3,30 @@ in `gallery.services` and on the models; anything a person may not see is a 404.
 
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DataError
 from django.db.models import Exists, OuterRef
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.settings import api_settings
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gallery import access, services
+from gallery import loras as loras_service
 from gallery.media import serve_file
-from gallery.models import Album, Image, Like, Report
+from gallery.models import Album, Image, Like, Lora, Report
 from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, AlbumImagesResultSerializer,
                                  AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
                                  ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer,
-                                 LikeStateSerializer, ReportCreateSerializer, ReportSerializer)
+                                 LikeStateSerializer, LoraSerializer, LoraUpdateSerializer, LoraUploadSerializer,
+                                 ReportCreateSerializer, ReportSerializer)
 from generation.forms import form_id
 
 Visibility = Image.Visibility
@@ -304,3 +309,110 @@ class Explore(APIView):
             next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
         return Response({"next": next_url, "previous": None,
                          "results": ImageSerializer(page, many=True, context={"request": request}).data})
+
+
+# --- LoRAs ------------------------------------------------------------------------------------------
+
+def visible_lora(request, pk) -> Lora:
+    return access.viewable(Lora.objects.select_related("owner", "base_model"), pk, request.user)
+
+
+def editable_lora(request, pk) -> Lora:
+    return access.editable(Lora.objects.select_related("owner", "base_model"), pk, request.user)
+
+
+class LoraUploadTooLarge(APIException):
+    status_code = 413
+    default_detail = "The upload is larger than a LoRA may be."
+    default_code = "body_too_large"
+
+
+class BoundedLoraParser:
+    """Multipart / form parsing of a LoRA upload: refused as 413 before reading a body over the cap,
+    Django's own form limits a 413 / 400 rather than an error page."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            length = int(parser_context["request"].META.get("CONTENT_LENGTH") or 0)
+        except (TypeError, ValueError):
+            raise ParseError("Content-Length is not a number") from None
+        if length > loras_service.MAX_LORA_UPLOAD_BYTES + 1024 * 1024:
+            raise LoraUploadTooLarge(f"A LoRA file may be at most {loras_service.MAX_LORA_UPLOAD_BYTES // 2**20} MiB.")
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RequestDataTooBig:
+            raise LoraUploadTooLarge("The text fields of this form are too large.") from None
+        except SuspiciousOperation as error:
+            raise ParseError(f"Form parse error - {error}") from None
+
+
+class LoraMultiPartParser(BoundedLoraParser, MultiPartParser):
+    pass
+
+
+class LoraFormParser(BoundedLoraParser, FormParser):
+    pass
+
+
+@extend_schema(tags=["loras"])
+class LoraList(generics.ListAPIView):
+    serializer_class = LoraSerializer
+    parser_classes = [*api_settings.DEFAULT_PARSER_CLASSES, LoraMultiPartParser, LoraFormParser]
+
+    def get_queryset(self):
+        params = self.request.query_params
+        if params.get("mine"):
+            loras = Lora.objects.filter(owner=self.request.user) if yes_no(params["mine"], "mine") else \
+                loras_service.listing(self.request.user).exclude(owner=self.request.user)
+            return loras_service.search(loras.select_related("owner", "base_model"), params.get("q", ""))
+        return loras_service.listing(self.request.user, params.get("q", ""), params.get("model", ""))
+
+    @extend_schema(summary="Your LoRAs and everyone's public ones, newest first", parameters=[
+        OpenApiParameter("q", str, description="Words that must all appear in the name, description or trigger words"),
+        OpenApiParameter("model", str, description="Base model slug"),
+        OpenApiParameter("mine", bool, description="Only yours (true) or only others' (false)"),
+    ])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(summary="Upload a LoRA (.safetensors, kohya or diffusers/PEFT keys), checked against its base model",
+                   request={"multipart/form-data": LoraUploadSerializer}, responses={201: LoraSerializer})
+    def post(self, request):
+        data = validated(LoraUploadSerializer, request)
+        model = loras_service.resolve_base_model(data.get("base_model"))
+        lora = loras_service.upload_lora(
+            request.user, name=data["name"], data=loras_service.read_upload(data["file"]), base_model=model,
+            trigger_words=data.get("trigger_words", ""), description=data.get("description", ""),
+            visibility=data.get("visibility", Lora.Visibility.PRIVATE))
+        body = LoraSerializer(lora, context={"request": request}).data
+        return Response(body, status=201, headers={"Location": request.build_absolute_uri(body["url"])})
+
+
+@extend_schema(tags=["loras"])
+class LoraDetail(APIView):
+    @extend_schema(summary="A LoRA: yours, or anyone's shared one", responses={200: LoraSerializer})
+    def get(self, request, pk):
+        return Response(LoraSerializer(visible_lora(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Rename, describe or share your LoRA", request=LoraUpdateSerializer,
+                   responses={200: LoraSerializer})
+    def patch(self, request, pk):
+        lora = editable_lora(request, pk)
+        data = validated(LoraUpdateSerializer, request)
+        loras_service.update_lora(lora, **data)
+        return Response(LoraSerializer(visible_lora(request, pk), context={"request": request}).data)
+
+    @extend_schema(summary="Delete your LoRA and its file", responses={204: None})
+    def delete(self, request, pk):
+        editable_lora(request, pk).delete()
+        return Response(status=204)
+
+
+@extend_schema(tags=["loras"], summary="Download a LoRA in kohya (A1111 / ComfyUI) format",
+               responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)})
+class LoraFile(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONErrorsOnly
+
+    def get(self, request, pk):
+        return loras_service.kohya_response(visible_lora(request, pk))

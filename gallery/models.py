@@ -234,4 +234,135 @@ class Report(models.Model):
         ]
 
 
+
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$"  # writable in <lora:name:w>; others' as owner/name
+
+
+def lora_file_name() -> str:
+    """A LoRA file's storage name: unguessable, like an image's (served only through a checked view)."""
+    token = secrets.token_hex(16)
+    return f"loras/{token[:2]}/{token}.safetensors"
+
+
+class LoraQuerySet(models.QuerySet):
+    def shared(self):
+        """Others may see and use these: public or unlisted, not hidden by staff."""
+        return self.filter(visibility__in=[Image.Visibility.PUBLIC, Image.Visibility.UNLISTED], hidden=False)
+
+    def visible_to(self, user):
+        """What `user` may open and download: their own, staff everything, others' shared ones."""
+        if user.is_authenticated and user.is_staff:
+            return self
+        shared = models.Q(visibility__in=[Image.Visibility.PUBLIC, Image.Visibility.UNLISTED], hidden=False)
+        if user is not None and user.is_authenticated:
+            return self.filter(shared | models.Q(owner=user))
+        return self.filter(shared)
+
+    def usable_by(self, user, model=None, names=None) -> dict:
+        """The LoRAs `user` may use in a request, by the name a request gives them: their own by
+        `name` (and `username/name`), anyone's public or unlisted unhidden one by `username/name`.
+        Only those for `model` (a DiffusionModel) when it is given, and only those a request names
+        when `names` is given (a submission looks up its few names, not every shared LoRA). Staff
+        get no more than anyone."""
+        queryset = self.select_related("owner", "base_model")
+        if model is not None:
+            queryset = queryset.filter(base_model=model)
+        if names is not None:
+            names = list(names)
+            wanted = models.Q(pk__in=[])
+            if user is not None and getattr(user, "is_authenticated", False):
+                wanted |= models.Q(owner=user, name__in=[name for name in names if "/" not in name])
+            for name in names:
+                if "/" in name:  # a LoRA name has no "/", nor has a username: owner/name is unambiguous
+                    username, _, lora_name = name.partition("/")
+                    wanted |= models.Q(owner__username=username, name=lora_name)
+            queryset = queryset.filter(wanted)
+        found: dict = {}
+        for lora in queryset.shared().exclude(owner_id=getattr(user, "pk", None)):
+            found[lora.qualified_name] = lora
+        if user is not None and getattr(user, "is_authenticated", False):
+            for lora in queryset.filter(owner=user):
+                found[lora.qualified_name] = lora
+                found[lora.name] = lora
+        return found
+
+
+class Lora(models.Model):
+    """A LoRA adapter a person uploaded (or trained): a safetensors file that fits one base model,
+    shared like an image (private / unlisted / public, hidden by staff). A request names it with
+    ``<lora:name:weight>`` or its ``loras`` field: the owner by ``name``, anyone else (when it is
+    shared) by ``username/name``."""
+
+    Visibility = Image.Visibility
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="loras")
+    name = models.CharField(max_length=60, help_text="Letters, digits, _ . - ; unique per person")
+    base_model = models.ForeignKey("generation.DiffusionModel", on_delete=models.CASCADE, related_name="loras")
+    trigger_words = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True, max_length=5000)
+    file = models.FileField(max_length=200)
+    file_hash = models.CharField(max_length=64, help_text="sha256 of the tensors (A1111's / kohya's LoRA hash)")
+    file_size = models.PositiveBigIntegerField(default=0)
+    key_format = models.CharField(max_length=20, blank=True, help_text="kohya or diffusers, as uploaded")
+    rank = models.PositiveIntegerField(null=True, blank=True)
+    alpha = models.FloatField(null=True, blank=True)
+    layer_count = models.PositiveIntegerField(default=0)
+    training = models.JSONField(default=dict, blank=True, help_text="Training parameters, when trained here")
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE,
+                                  db_index=True)
+    hidden = models.BooleanField(default=False, help_text="Hidden by moderators")
+    hidden_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = LoraQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "LoRA"
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="lora_name_unique_per_owner")]
+
+    def __str__(self):
+        return self.qualified_name
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.owner.get_username()}/{self.name}"
+
+    @property
+    def short_hash(self) -> str:
+        return self.file_hash[:12]
+
+    def request_name(self, user) -> str:
+        """How `user` names this LoRA in a prompt: the owner by name, anyone else owner/name."""
+        return self.name if user is not None and getattr(user, "pk", None) == self.owner_id else self.qualified_name
+
+    def get_absolute_url(self):
+        return reverse("gallery:lora", args=[self.pk])
+
+    def can_view(self, user) -> bool:
+        if user.is_authenticated and (user.pk == self.owner_id or user.is_staff):
+            return True
+        return self.visibility != self.Visibility.PRIVATE and not self.hidden
+
+    def can_edit(self, user) -> bool:
+        return user.is_authenticated and user.pk == self.owner_id
+
+    audit_type = "lora"
+
+    def audit_label(self) -> str:
+        return f"LoRA {self.pk} {self.qualified_name}"
+
+    @property
+    def download_name(self) -> str:
+        return f"{self.name}.safetensors"
+
+
+@receiver(post_delete, sender=Lora)
+def delete_lora_file(sender, instance: Lora, **kwargs):
+    """Deleting a LoRA row deletes its file, after commit."""
+    name, storage = instance.file.name, instance.file.storage
+    if name:
+        transaction.on_commit(lambda: storage.delete(name))
+
+
 from gallery.moderation_models import *  # noqa: E402,F401,F403  (models Django must discover)

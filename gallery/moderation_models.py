@@ -70,6 +70,8 @@ class AuditEntry(models.Model):
         BLOCKLIST_ADD = "blocklist.add", "Added blocklist entry"
         BLOCKLIST_CHANGE = "blocklist.change", "Changed blocklist entry"
         BLOCKLIST_DELETE = "blocklist.delete", "Deleted blocklist entry"
+        HIDE_LORA = "lora.hide", "Hid LoRA"
+        UNHIDE_LORA = "lora.unhide", "Unhid LoRA"
 
     class Via(models.TextChoices):
         PAGE = "page", "Moderation page"

@@ -10,7 +10,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gallery.models import Album, Image, Like, Report
+from gallery.models import Album, Image, Like, Lora, Report
 from generation.serializers import StrictSerializer
 
 
@@ -151,3 +151,52 @@ class ExplorePageSerializer(serializers.Serializer):
     next = serializers.CharField(allow_null=True)
     previous = serializers.CharField(allow_null=True)
     results = ImageSerializer(many=True)
+
+
+# --- LoRAs -------------------------------------------------------------------------------------------
+
+class LoraSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    file = serializers.SerializerMethodField(help_text="Download in kohya (A1111 / ComfyUI) format")
+    page_url = serializers.SerializerMethodField()
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    base_model = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    prompt_name = serializers.SerializerMethodField(help_text="How you name it in <lora:name:weight>")
+    hash = serializers.CharField(source="short_hash", read_only=True, help_text="A1111's short LoRA hash")
+
+    class Meta:
+        model = Lora
+        fields = ["id", "url", "file", "page_url", "owner", "name", "prompt_name", "base_model", "trigger_words",
+                  "description", "hash", "file_hash", "file_size", "key_format", "rank", "alpha", "layer_count",
+                  "visibility", "hidden", "created_at"]
+        read_only_fields = fields
+
+    def get_url(self, lora) -> str:
+        return reverse("api:lora-detail", args=[lora.pk])
+
+    def get_file(self, lora) -> str:
+        return reverse("api:lora-file", args=[lora.pk])
+
+    def get_page_url(self, lora) -> str:
+        return lora.get_absolute_url()
+
+    def get_prompt_name(self, lora) -> str:
+        request = self.context.get("request")
+        return lora.request_name(getattr(request, "user", None))
+
+
+class LoraUploadSerializer(StrictSerializer):
+    file = serializers.FileField(help_text="A LoRA .safetensors file, kohya/A1111 or diffusers/PEFT keys")
+    name = serializers.CharField(max_length=60)
+    base_model = serializers.CharField(max_length=100, required=False, allow_blank=True,
+                                       help_text="Model slug; the default model when empty")
+    trigger_words = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    visibility = serializers.ChoiceField(choices=["private", "unlisted", "public"], required=False)
+
+
+class LoraUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=60, required=False)
+    trigger_words = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    visibility = serializers.ChoiceField(choices=["private", "unlisted", "public"], required=False)

@@ -21,4 +21,9 @@ urlpatterns = [
     path("albums/<int:pk>/edit/", views.edit_album, name="edit_album"),
     path("explore/", views.explore, name="explore"),
     path("u/<str:username>/", views.profile, name="profile"),
+    path("loras/", views.loras_page, name="loras"),
+    path("loras/upload/", views.upload_lora, name="upload_lora"),
+    path("loras/<int:pk>/", views.lora_page, name="lora"),
+    path("loras/<int:pk>/file", views.lora_file, name="lora_file"),
+    path("loras/<int:pk>/edit/", views.edit_lora, name="edit_lora"),
 ]

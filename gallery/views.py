@@ -1,4 +1,4 @@
-"""Gallery pages: history, image pages and their actions, albums, explore, profiles, media.
+"""Gallery pages: history, image pages and their actions, albums, explore, profiles, media, LoRAs.
 
 Thin views: permission rules live on the models (`can_view`, `can_edit`,
 `visible_to`), actions in `gallery.services`.
@@ -15,8 +15,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from gallery import access, services
+from gallery import loras as loras_service
 from gallery.media import serve_file
-from gallery.models import Album, Image, Report
+from gallery.models import Album, Image, Lora, Report
 from generation.admission import Refusal
 from generation.forms import form_id, form_ids
 from generation.models import DiffusionModel
@@ -276,3 +277,77 @@ def profile(request, username):
     return render(request, "gallery/profile.html", {"owner": owner, "page": page, "albums": public_albums,
                                                     "public_image_count": counts["images"],
                                                     "like_total": counts["likes"] or 0})
+
+
+# --- LoRAs ------------------------------------------------------------------------------------------
+
+LORA_PAGE_SIZE = 24
+
+
+def visible_lora(request, pk) -> Lora:
+    return access.viewable(Lora.objects.select_related("owner", "base_model"), pk, request.user)
+
+
+def own_lora(request, pk) -> Lora:
+    return access.editable(Lora.objects.select_related("owner", "base_model"), pk, request.user)
+
+
+def loras_page(request):
+    """Your LoRAs and everyone's public ones, with search; the upload form for the signed in."""
+    query = request.GET.get("q", "").strip()[:200]
+    model = request.GET.get("model", "")
+    found = loras_service.listing(request.user, query, model)
+    page = Paginator(found, LORA_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "gallery/loras.html", {
+        "page": page, "query": query, "model": model, "visibilities": Lora.Visibility.choices,
+        "models": DiffusionModel.objects.filter(enabled=True).only("slug", "name"),
+        "max_mib": loras_service.MAX_LORA_UPLOAD_BYTES // 2**20,
+    })
+
+
+@login_required
+@require_POST
+def upload_lora(request):
+    try:
+        model = loras_service.resolve_base_model(request.POST.get("base_model"))
+        lora = loras_service.upload_lora(
+            request.user, name=request.POST.get("name", ""), data=loras_service.read_upload(request.FILES.get("file")),
+            base_model=model, trigger_words=request.POST.get("trigger_words", ""),
+            description=request.POST.get("description", ""),
+            visibility=request.POST.get("visibility", Lora.Visibility.PRIVATE))
+    except Refusal as error:
+        return refused(request, error, "gallery:loras")
+    if wants_json(request):
+        return JsonResponse({"id": lora.pk, "url": lora.get_absolute_url()}, status=201)
+    messages.success(request, f"LoRA {lora.name} uploaded: use it with <lora:{lora.name}:1>.")
+    return redirect(lora)
+
+
+def lora_page(request, pk):
+    lora = visible_lora(request, pk)
+    return render(request, "gallery/lora.html", {
+        "lora": lora, "can_edit": lora.can_edit(request.user), "visibilities": Lora.Visibility.choices,
+        "prompt_name": lora.request_name(request.user),
+    })
+
+
+def lora_file(request, pk):
+    return loras_service.kohya_response(visible_lora(request, pk))
+
+
+@login_required
+@require_POST
+def edit_lora(request, pk):
+    lora = own_lora(request, pk)
+    try:
+        if request.POST.get("action") == "delete":
+            lora.delete()
+            messages.success(request, "LoRA deleted.")
+            return redirect("gallery:loras")
+        loras_service.update_lora(lora, name=request.POST.get("name"), trigger_words=request.POST.get("trigger_words"),
+                                  description=request.POST.get("description"),
+                                  visibility=request.POST.get("visibility"))
+    except Refusal as error:
+        return refused(request, error, lora)
+    messages.success(request, "LoRA saved.")
+    return redirect(lora)

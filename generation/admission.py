@@ -24,7 +24,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from gallery.models import AuditEntry, BlocklistEntry, FlaggedPrompt, Image
+from gallery.models import AuditEntry, BlocklistEntry, FlaggedPrompt, Image, Lora
 from generation.blocklist import BlocklistPatternError, compile_entry, normalize
 from generation.diffusion.request import GenerationRequest, RequestValidationError, check_lora_names, validate_request
 from generation.models import DiffusionModel, Generation
@@ -80,17 +80,33 @@ def resolve_model(slug: Any) -> DiffusionModel:
     return model
 
 
-# The LoRAs a person may use. None yet: LoRA files as a resource of the site (upload, training, sharing)
-# are still to come, so a request naming one -- in `loras` or as `<lora:name:w>` in the prompt -- is
-# refused at submission, naming the field, instead of failing on the worker.
-def usable_lora_names(owner) -> frozenset[str]:
-    return frozenset()
+# The LoRAs a person may use with a model (gallery.models.Lora.objects.usable_by): their own by
+# `name` (or `username/name`), anyone's public or unlisted one, not hidden by staff, by
+# `username/name`; only those made for the request's model. The worker resolves names by the same rule.
+def usable_lora_names(owner, model: DiffusionModel | None = None, names=None) -> frozenset[str]:
+    return frozenset(Lora.objects.usable_by(owner, model, names))
+
+
+def check_usable_loras(request: GenerationRequest, model: DiffusionModel, owner) -> None:
+    """Refuse (``loras``) a request naming a LoRA its person may not use with ``model``; one made
+    for another base model is named as such."""
+    if not request.loras:
+        return
+    names = [name for name, _ in request.loras]
+    usable = usable_lora_names(owner, model, names)
+    elsewhere = Lora.objects.usable_by(owner, names=names)
+    for name, _ in request.loras:
+        if name not in usable and name in elsewhere:
+            other = elsewhere[name].base_model
+            raise RequestValidationError({"loras": f"LoRA {name!r} was made for model {other.slug!r}, not "
+                                                   f"{model.slug!r}"})
+    check_lora_names(request, usable)
 
 
 def validated_request(fields: Mapping[str, Any], model: DiffusionModel, owner=None) -> GenerationRequest:
     try:
         request = validate_request(fields, model.limits())
-        check_lora_names(request, usable_lora_names(owner))
+        check_usable_loras(request, model, owner)
     except RequestValidationError as error:
         raise Refusal(error.errors) from None
     return request

@@ -82,6 +82,11 @@ class GenerateForm(forms.Form):
     model = forms.ModelChoiceField(queryset=DiffusionModel.objects.none(), to_field_name="slug", empty_label=None)
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a large yellow circle in the center on a blue background"}))
     negative_prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    loras = forms.CharField(label="LoRAs", required=False, max_length=1000,
+                            widget=forms.TextInput(attrs={"placeholder": "name:0.8, alice/other:1",
+                                                          "autocomplete": "off", "spellcheck": "false"}),
+                            help_text="LoRAs to apply, name:weight, comma-separated (or <lora:name:weight> in the "
+                                      "prompt): your own by name, others' shared ones as owner/name.")
     # The step is a browser hint only (Django's StepValueValidator overflows on a 400-digit number).
     width = forms.IntegerField(min_value=ModelLimits.size_multiple,
                                widget=forms.NumberInput(attrs={"step": ModelLimits.size_multiple}))
@@ -184,6 +189,8 @@ class GenerateForm(forms.Form):
             "mode", *MODE_FIELDS["outpaint"], "inpaint_full_res_padding", *HIRES_FIELDS)})
         if remix:
             initial.update({k: v for k, v in remix.items() if k in REQUEST_DEFAULTS})
+            # The form's spelling of the request's (name, weight) pairs, which the validator reads back.
+            initial["loras"] = ", ".join(f"{name}:{weight:g}" for name, weight in remix.get("loras") or ())
             initial["clip_guidance"] = bool(remix.get("clip_guidance_scale"))
             if not remix.get("clip_guidance_scale"):
                 initial["clip_guidance_scale"] = CLIP_GUIDANCE_SCALE_WHEN_ON
@@ -193,8 +200,8 @@ class GenerateForm(forms.Form):
         """The raw request for the validator: what was posted, with the CLIP switch applied."""
         data = self.data
         raw = {name: data.get(name, "") for name in
-               ("prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "autoguidance_scale",
-                "sampler", "seed", "num_images", "eta")}
+               ("prompt", "negative_prompt", "loras", "width", "height", "steps", "guidance_scale",
+                "autoguidance_scale", "sampler", "seed", "num_images", "eta")}
         if data.get("clip_guidance") in FORM_TRUE:
             for name in ("clip_guidance_scale", "clip_guidance_every", "clip_cutouts"):
                 raw[name] = data.get(name, "")

@@ -15,6 +15,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from generation import diffusion, events  # the ML core loads torch when a job first needs it (PEP 562)
+from gallery.models import Lora
 from generation.models import Generation
 from generation.outputs import image_summary, store_checked_image
 from generation.sources import load_sources
@@ -164,6 +165,28 @@ def finish_cancelled(job: Generation, worker: str, cancelled) -> None:
             events.publish(job, "generation.cancelled")
 
 
+def lora_files(job: Generation) -> dict | None:
+    """The files of the LoRAs the job's request names, by the name it gives them (the rule of
+    admission: the owner's own by name, others' shared ones by owner/name, for the job's model).
+    A name no longer usable (deleted, made private since) has no file: the engine refuses it,
+    naming ``loras``."""
+    names = [name for name, _ in job.request.loras]
+    if not names:
+        return None
+    usable = Lora.objects.usable_by(job.owner, job.model, names)
+    files = {}
+    for name in names:
+        lora = usable.get(name)
+        if lora is None:
+            continue
+        try:
+            files[name] = lora.file.path  # a local file: its hash is memoised, read only when first loaded
+        except NotImplementedError:  # remote storage
+            with lora.file.open("rb") as handle:
+                files[name] = handle.read()
+    return files
+
+
 def execute_generation(job: Generation, worker: str) -> None:
     """Run a job this worker has claimed, from model load to stored images."""
     RUNNING_JOBS[threading.current_thread().name] = job.pk
@@ -216,7 +239,7 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             if request.has_source and source is None:
                 raise ValueError(f"job {job.pk} is {request.mode} but has no stored source picture")
             result = diffusion.generate(loaded, request, source=source, on_progress=on_progress,
-                                        should_cancel=should_cancel,
+                                        should_cancel=should_cancel, loras=lora_files(job),
                                         preview_size=None)  # latent resolution; enlarged smoothly here
             images = store_images(job, result)
         except diffusion.GenerationCancelled as cancelled:

@@ -1,6 +1,6 @@
 """What A1111 clients ask a server about before they generate, in A1111's shapes, with what ldmsite
-has: its models, samplers, schedule types and the hires fix's upscalers, and empty lists of what
-it has none of (LoRAs, embeddings, styles, VAEs, scripts). Also png-info (a PNG's parameters), memory, cmd-flags,
+has: its models, the person's LoRAs, samplers, schedule types and the hires fix's upscalers, and empty lists of what
+it has none of (embeddings, styles, VAEs, scripts). Also png-info (a PNG's parameters), memory, cmd-flags,
 the refresh calls (nothing to refresh: models come from the registry) and /internal/ping.
 """
 
@@ -19,6 +19,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from gallery.models import Lora
 from generation.admission import Refusal
 from generation.diffusion import SAMPLERS, parse_parameters
 from generation.diffusion.request import IMAGE_UPSCALERS, LATENT_UPSCALERS
@@ -72,9 +73,26 @@ class LatentUpscaleModes(A1111View):
     def get(self, request):
         return Response(LATENT_UPSCALE_MODES)
 
-Loras = empty_list_view("Loras", "loras", {"name": Text(), "alias": Text(), "path": Text(),
-                                           "metadata": serializers.DictField()},
-                        "ldmsite has no LoRAs (`<lora:…>` in a prompt is plain text): an empty list.")
+def lora_items(user) -> list[dict]:
+    """A1111's LoRA list for ``user``: the LoRAs they may use, each once, by the name a prompt gives
+    it (``<lora:name:w>``: their own by name, others' shared ones by ``username/name``)."""
+    items = {lora.pk: lora for lora in Lora.objects.usable_by(user).values()}
+    listed = sorted(items.values(), key=lambda lora: lora.request_name(user).lower())
+    return [{"name": lora.request_name(user), "alias": lora.request_name(user),
+             "path": f"{lora.qualified_name}.safetensors",
+             "metadata": {"ss_base_model": lora.base_model.slug, "ldmsite_hash": lora.short_hash,
+                          **({"ss_trigger_words": lora.trigger_words} if lora.trigger_words else {})}}
+            for lora in listed]
+
+
+class Loras(A1111View):
+    @listing("loras", {"name": Text(), "alias": Text(), "path": Text(), "metadata": serializers.DictField()},
+             description="The LoRAs the token's person may use, by the name `<lora:name:weight>` gives them: "
+                         "their own by name, anyone's public or unlisted one by `username/name`.")
+    def get(self, request):
+        return Response(lora_items(request.user))
+
+
 PromptStyles = empty_list_view("PromptStyles", "prompt-styles", {
     "name": Text(), "prompt": Text(allow_null=True), "negative_prompt": Text(allow_null=True)},
     "ldmsite has no saved styles: an empty list.")

@@ -54,6 +54,9 @@ v1 = [
     path("albums/<id:pk>/images/<id:image_id>/", gallery_api.AlbumImage.as_view(), name="album-image"),
     path("albums/<id:pk>/order/", gallery_api.AlbumOrder.as_view(), name="album-order"),
     path("explore/", gallery_api.Explore.as_view(), name="explore"),
+    path("loras/", gallery_api.LoraList.as_view(), name="lora-list"),
+    path("loras/<id:pk>/", gallery_api.LoraDetail.as_view(), name="lora-detail"),
+    path("loras/<id:pk>/file/", gallery_api.LoraFile.as_view(), name="lora-file"),
 ]
 
 # /sdapi/v1/<route>, named a1111-<route>.

@@ -64,6 +64,30 @@ MATRIX = [
     ("get", "/sdapi/v1/progress", None, (200, 200, 401, 200)),
     ("post", "/sdapi/v1/interrupt", None, (200, 200, 401, 200)),
     ("post", "/sdapi/v1/txt2img", {"prompt": "a red circle", "steps": 2}, (202, 202, 401, 202)),
+    # LoRAs: shared like images; a private or hidden one cannot be seen, downloaded or used by others.
+    ("get", "/api/v1/loras/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/loras/{lora_private}/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/loras/{lora_public}/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/loras/{lora_hidden}/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/loras/{lora_private}/file/", None, (200, 404, 401, 200)),
+    ("get", "/api/v1/loras/{lora_public}/file/", None, (200, 200, 401, 200)),
+    ("get", "/api/v1/loras/{lora_hidden}/file/", None, (200, 404, 401, 200)),
+    ("patch", "/api/v1/loras/{lora_private}/", {"visibility": "public"}, (200, 404, 401, 403)),
+    ("patch", "/api/v1/loras/{lora_public}/", {"description": "mine"}, (200, 403, 401, 403)),
+    ("delete", "/api/v1/loras/{lora_private}/", None, (204, 404, 401, 403)),
+    ("delete", "/api/v1/loras/{lora_public}/", None, (204, 403, 401, 403)),
+    ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:private-lora:1>", "steps": 2},
+     (202, 400, 401, 400)),
+    ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:alice/private-lora:1>", "steps": 2},
+     (202, 400, 401, 400)),
+    ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:alice/hidden-lora:1>", "steps": 2},
+     (202, 400, 401, 400)),
+    ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:alice/public-lora:1>", "steps": 2},
+     (202, 202, 401, 202)),
+    ("post", "/sdapi/v1/txt2img", {"prompt": "a red circle <lora:alice/private-lora:1>", "steps": 2},
+     (202, 422, 401, 422)),
+    ("get", "/sdapi/v1/loras", None, (200, 200, 401, 200)),
+    ("post", "/sdapi/v1/refresh-loras", None, (200, 200, 401, 200)),
 ]
 
 
@@ -81,7 +105,24 @@ def world(tiny_model, alice, bob, staff):
                                                 "mask": picture})
     ids = {"private": private.pk, "public": public.pk, "hidden": hidden.pk, "album_private": album_private.pk,
            "album_public": album_public.pk, "job": job.pk, "job_with_source": job_with_source.pk}
+    ids |= {f"lora_{state}": lora.pk for state, lora in make_loras(tiny_model, alice, staff).items()}
     return {"ids": ids, "people": {"owner": alice, "other": bob, "anonymous": None, "staff": staff}}
+
+
+def make_loras(model, owner, staff) -> dict:
+    """A private, a public and a hidden LoRA of `owner`'s for the tiny model."""
+    from safetensors.torch import save
+
+    from gallery import loras
+    from generation.diffusion.lora import model_skeleton
+    from tests.generation.diffusion.tiny import build_tiny_lora_layers, tiny_lora_state_dict
+
+    data = save(tiny_lora_state_dict(build_tiny_lora_layers(model_skeleton(model.source))))
+    made = {state: loras.upload_lora(owner, name=f"{state}-lora", data=data, base_model=model,
+                                     visibility="private" if state == "private" else "public")
+            for state in ("private", "public", "hidden")}
+    loras.set_hidden(made["hidden"], True, staff, "test")
+    return made
 
 
 def fill(value, ids):

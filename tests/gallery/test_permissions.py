@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from gallery.models import Album, Image
 from generation.services import submit_generation
+from tests.generation.conftest import tiny_pipeline_dir  # noqa: F401 - the tiny model a LoRA is made for
 
 STATES = {
     "private": dict(visibility="private"),
@@ -181,3 +182,65 @@ def test_the_picture_an_image_was_made_from_is_as_private_as_its_job(people, mak
     source = client.get(result.get_absolute_url()).context["source"]
     assert source["image"] == origin and source["page_url"] == origin.get_absolute_url()
     assert (source["init_url"] is not None) == private and (source["mask_url"] is not None) == private
+
+
+# --- LoRAs: the same states and people as images -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_lora_data(tiny_pipeline_dir):  # noqa: F811
+    from safetensors.torch import save
+
+    from generation.diffusion.lora import model_skeleton
+    from tests.generation.diffusion.tiny import build_tiny_lora_layers, tiny_lora_state_dict
+
+    return save(tiny_lora_state_dict(build_tiny_lora_layers(model_skeleton(tiny_pipeline_dir))))
+
+
+@pytest.fixture
+def make_lora(model, tiny_lora_data):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from gallery.models import Lora, lora_file_name
+    from generation.diffusion.lora import read_lora
+
+    data = tiny_lora_data
+
+    def make(owner, visibility="private", hidden=False):
+        stored = default_storage.save(lora_file_name(), ContentFile(data))
+        return Lora.objects.create(owner=owner, name=f"l{Lora.objects.count()}", base_model=model, file=stored,
+                                   file_hash=read_lora(data).hash, file_size=len(data), visibility=visibility,
+                                   hidden=hidden)
+    return make
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_a_loras_page_and_download_are_for_those_who_may_see_it(people, make_lora, who, state):
+    lora = make_lora(people["owner"], **STATES[state])
+    client = client_for(who, people)
+    expected = 200 if SEES[(who, state)] else 404
+    for url in (lora.get_absolute_url(), reverse("gallery:lora_file", args=[lora.pk])):
+        assert client.get(url).status_code == expected, url
+    listed = f'href="{lora.get_absolute_url()}"' in client.get(reverse("gallery:loras")).content.decode()
+    assert listed is (who == "owner" or state == "public")  # the listing: your own and public ones
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("who", ["owner", "other", "anonymous", "staff"])
+def test_editing_and_deleting_a_lora_is_for_its_owner_only(people, make_lora, who, state):
+    from gallery.models import Lora
+
+    lora = make_lora(people["owner"], **STATES[state])
+    client = client_for(who, people)
+    edit = client.post(reverse("gallery:edit_lora", args=[lora.pk]), {"description": "changed"})
+    delete = client.post(reverse("gallery:edit_lora", args=[lora.pk]), {"action": "delete"})
+    if who == "owner":
+        assert edit.status_code == 302 and delete.status_code == 302 and not Lora.objects.filter(pk=lora.pk).exists()
+        return
+    if who == "anonymous":
+        assert edit.status_code == delete.status_code == 302 and "/login" in edit["Location"]
+    else:
+        assert edit.status_code == delete.status_code == (403 if SEES[(who, state)] else 404)
+    lora.refresh_from_db()
+    assert lora.description == ""
