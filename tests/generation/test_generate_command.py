@@ -115,3 +115,19 @@ def test_a_mask_without_a_picture_or_a_file_that_is_no_image_is_a_clear_command_
         run("a red circle", model=str(model_dir), mask=str(not_an_image), out=str(tmp_path))
     with pytest.raises(CommandError, match="--init-image: .*notes.png is not an image we can read"):
         run("a red circle", model=str(model_dir), init_image=str(not_an_image), out=str(tmp_path))
+
+
+def test_a_lora_file_from_the_command_line_changes_the_image_and_is_recorded_in_the_png(model_dir, tmp_path):
+    from generation.diffusion.lora import model_skeleton, save_lora
+    from tests.generation.diffusion.tiny import build_tiny_lora_layers, tiny_lora_state_dict
+
+    lora = save_lora(tiny_lora_state_dict(build_tiny_lora_layers(model_skeleton(model_dir), seed=1), "kohya"),
+                     tmp_path / "shiny.safetensors")
+    base = dict(model=str(model_dir), width=32, height=32, steps=2, seed=4, precision="fp32")
+    run("a red circle", out=str(tmp_path / "plain"), **base)
+    run("a red circle", out=str(tmp_path / "lora"), lora=[f"{lora}:0.8"], **base)
+    plain, styled = (next((tmp_path / name).glob("*.png")) for name in ("plain", "lora"))
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(styled)))
+    assert read_png_parameters(styled)["loras"] == [["shiny", 0.8]]
+    with pytest.raises(CommandError, match="--lora: .* is not a file"):
+        run("a red circle", out=str(tmp_path / "x"), lora=["missing.safetensors"], **base)

@@ -95,6 +95,9 @@ class Command(BaseCommand):
         parser.add_argument("--from-png", help="start from the parameters embedded in this PNG")
         parser.add_argument("--init-image", help="image to image: the picture to start from")
         parser.add_argument("--mask", help="inpainting: the mask (white = repaint), the init image's size")
+        parser.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                            help="apply a LoRA file (.safetensors, kohya or diffusers keys) at WEIGHT (default 1); "
+                                 "its name is the file's stem, as in <lora:stem:weight>; repeat for several")
         for field, (flags, kind, text) in FIELD_OPTIONS.items():
             parser.add_argument(*flags, dest=field, type=kind, default=None, help=text)
 
@@ -123,6 +126,23 @@ class Command(BaseCommand):
             raise CommandError("Refused: " + "; ".join(error.errors.values())) from None
         except DatabaseError:
             self.stderr.write("No database: the prompt blocklist was not checked")
+
+    def read_loras(self, options, raw: dict) -> dict[str, Path]:
+        """--lora FILE[:WEIGHT]: the files by name (the stem), added to the request's `loras`."""
+        files, chosen = {}, []
+        for given in options["lora"]:
+            path, weight = Path(given), "1"
+            if not path.is_file() and ":" in given:
+                head, _, tail = given.rpartition(":")
+                path, weight = Path(head), tail
+            if not path.is_file():
+                raise CommandError(f"--lora: {given} is not a file (FILE or FILE:WEIGHT)")
+            files[path.stem] = path
+            chosen.append(f"{path.stem}:{weight}")
+        if chosen:
+            earlier = raw.get("loras") or []  # from --from-png: [name, weight] pairs
+            raw["loras"] = [*(earlier if isinstance(earlier, list) else [earlier]), *chosen]
+        return files
 
     def read_source(self, options, raw: dict):
         """--init-image and --mask, checked as the site checks uploads (`generation.sources`); the
@@ -162,6 +182,7 @@ class Command(BaseCommand):
             raw["prompt"] = options["prompt"]
         raw.update({field: options[field] for field in FIELD_OPTIONS if options[field] is not None})
         pictures = self.read_source(options, raw)
+        lora_files = self.read_loras(options, raw)
         if not raw.get("prompt"):
             raise CommandError("Give a prompt (or --from-png with a PNG that has one).")
         self.check_prompt(str(raw["prompt"]), str(raw.get("negative_prompt") or ""))
@@ -201,7 +222,7 @@ class Command(BaseCommand):
                           f"{model.device} ({model.precision.dtype_name}) ...")
         started = time.perf_counter()
         try:
-            result = diffusion.generate(model, request, source=pictures, on_progress=on_progress)
+            result = diffusion.generate(model, request, source=pictures, on_progress=on_progress, loras=lora_files)
         except KeyboardInterrupt:
             raise CommandError("Interrupted.") from None
         if interactive:
