@@ -77,8 +77,43 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def torch_threads() -> int | None:
+    """The intra-op threads torch should use here (`LDM_TORCH_THREADS`), or None for torch's default.
+
+    Why `auto` leaves a core in embedded mode: the server's event loop, the database and the channel
+    layer share the process with the sampling thread, and OpenMP threads that find a core busy spin
+    instead of sleeping. Measured on 2 cores with other work on them: the built-in model's default job
+    took 0.53-0.59 s with one torch thread in every run, with two 0.51 s when the cores were free and
+    31-34 s when they were not (docs/PERFORMANCE.md)."""
+    if settings.LDM_TORCH_THREADS:
+        return settings.LDM_TORCH_THREADS
+    if settings.EMBEDDED_WORKER_THREADS:
+        return max(1, len(os.sched_getaffinity(0)) - 1)
+    return None
+
+
+_threads_applied = threading.Lock()
+_threads_done = False
+
+
+def apply_torch_threads() -> None:
+    """Set torch's intra-op threads once per process, before the first model runs."""
+    global _threads_done
+    with _threads_applied:
+        if _threads_done:
+            return
+        threads = torch_threads()
+        if threads is not None:
+            import torch  # the web process imports torch only once it runs a job
+
+            torch.set_num_threads(threads)
+            logger.info("torch uses %d intra-op thread(s) (LDM_TORCH_THREADS)", threads)
+        _threads_done = True
+
+
 def load_for_job(model):
     """The loaded pipeline of a registered `DiffusionModel`, from this process's cache."""
+    apply_torch_threads()
     clip_source = model.clip_source or None
     return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source,
                              precision_cache=precision_cache_file())

@@ -69,6 +69,13 @@ def url_parser(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def torch_threads_parser(name: str, raw: str) -> int:
+    """`auto` (0: decided where jobs run, see `generation.workers.torch_threads`) or 1-256 threads."""
+    if raw.strip().lower() == "auto":
+        return 0
+    return int_parser(1, 256)(name, raw)
+
+
 def choice_parser(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -158,6 +165,11 @@ VARIABLES: tuple[Variable, ...] = (
              "Inference precision. `auto`: times a few UNet calls of each model in each candidate precision "
              "on the device at load (CPU: fp32 and bf16; CUDA: fp32 and fp16/bf16) and keeps the faster; "
              "remembered per model and device in the data directory's `cache/precision.json`."),
+    Variable("LDM_TORCH_THREADS", "auto", torch_threads_parser,
+             "Intra-op threads of torch in a process that runs jobs. `auto`: in embedded mode one less than the "
+             "CPU cores the process may use (at least 1), so the web server keeps a core and torch's threads do "
+             "not spin against it; in scale-out mode (and for `manage.py generate`) torch's own default, one per "
+             "core."),
     Variable("LDM_MODEL_CACHE_MB", "8192", int_parser(1),
              "Memory budget of each worker's resident model cache; least recently used models are evicted "
              "beyond it."),

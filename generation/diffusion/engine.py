@@ -904,6 +904,7 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "versions": library_versions(),
         **model.precision.to_dict(),
         "rng": "torch.Generator('cpu') per image, seeded seed + image_index",
+        "torch_threads": torch.get_num_threads(),
         "timings": timings,
         "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
         "preview_projection": job.preview.source if job.preview is not None else None,

@@ -64,3 +64,30 @@ def test_a_separate_worker_process_executes_an_actor_through_a_real_redis(tmp_pa
     finally:
         stop(worker)
         log.close()
+
+
+def test_torch_threads_leave_the_web_server_a_core_in_embedded_mode_and_follow_the_setting(settings, monkeypatch):
+    import os
+
+    import torch
+
+    from generation import workers
+
+    cores = len(os.sched_getaffinity(0))
+    settings.LDM_TORCH_THREADS, settings.EMBEDDED_WORKER_THREADS = 0, 1
+    assert workers.torch_threads() == max(1, cores - 1)
+    settings.EMBEDDED_WORKER_THREADS = 0  # scale-out: the worker process has the cores to itself
+    assert workers.torch_threads() is None
+    settings.LDM_TORCH_THREADS = 3
+    assert workers.torch_threads() == 3
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(workers, "_threads_done", False)
+    try:
+        workers.apply_torch_threads()
+        assert torch.get_num_threads() == 3
+        settings.LDM_TORCH_THREADS = 2
+        workers.apply_torch_threads()  # once per process: before the first model runs
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
