@@ -192,11 +192,11 @@ class LoraUploadSerializer(StrictSerializer):
                                        help_text="Model slug; the default model when empty")
     trigger_words = serializers.CharField(max_length=300, required=False, allow_blank=True)
     description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
-    visibility = serializers.ChoiceField(choices=["private", "unlisted", "public"], required=False)
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
 
 
 class LoraUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=60, required=False)
     trigger_words = serializers.CharField(max_length=300, required=False, allow_blank=True)
     description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
-    visibility = serializers.ChoiceField(choices=["private", "unlisted", "public"], required=False)
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
