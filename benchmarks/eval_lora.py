@@ -40,6 +40,7 @@ from generation.diffusion.lora import use_loras  # noqa: E402
 from generation.diffusion.samplers import build_scheduler  # noqa: E402
 from generation.diffusion.training.presets import (BUILTIN_AUTOGUIDANCE_SCALE, BUILTIN_GUIDANCE_SCALE,  # noqa: E402
                                                    BUILTIN_SAMPLER)
+from benchmarks.eval_builtin_model import save_grid  # noqa: E402
 
 ATTRIBUTES = ("shape", "color", "background", "size", "position")
 
@@ -153,20 +154,6 @@ def format_table(rows) -> str:
         lines.append(f"| {label} | {row['prompts']} | {row['shape']:.0%} | {row['color']:.0%} | {row['background']:.0%} "
                      f"| {row['size']:.0%} | {row['position']:.0%} | {row['all five']:.0%} | {judged} |")
     return "\n".join(lines)
-
-
-def save_grid(images, path: Path, cols: int = 20) -> None:
-    from PIL import Image
-
-    images = np.asarray(images)
-    n, h, w, _ = images.shape
-    rows = -(-n // cols)
-    grid = np.full((rows * h, cols * w, 3), 255, np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = im
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,21 @@ class ImageQuerySet(models.QuerySet):
         return self.filter(shared)
 
 
-class Image(models.Model):
+class SharedByOwner:
+    """Who may see and change something a person owns and may share (images, LoRAs): the owner and
+    staff always see it, others only when it is public or unlisted and staff have not hidden it;
+    only the owner changes it."""
+
+    def can_view(self, user) -> bool:
+        if user.is_authenticated and (user.pk == self.owner_id or user.is_staff):
+            return True
+        return self.visibility != Image.Visibility.PRIVATE and not self.hidden
+
+    def can_edit(self, user) -> bool:
+        return user.is_authenticated and user.pk == self.owner_id
+
+
+class Image(SharedByOwner, models.Model):
     """A generated image: the PNG with its parameters embedded, a thumbnail, and provenance."""
 
     class Visibility(models.TextChoices):
@@ -91,14 +105,6 @@ class Image(models.Model):
     def get_absolute_url(self):
         return reverse("gallery:image", args=[self.pk])
 
-    def can_view(self, user) -> bool:
-        """Owner and staff always; others only non-hidden public or unlisted images."""
-        if user.is_authenticated and (user.pk == self.owner_id or user.is_staff):
-            return True
-        return self.visibility != self.Visibility.PRIVATE and not self.hidden
-
-    def can_edit(self, user) -> bool:
-        return user.is_authenticated and user.pk == self.owner_id
 
     def set_saved(self, saved: bool) -> "Image":
         """Keep the image (saved) or let `purge_unsaved` delete it once it is old."""
@@ -287,7 +293,7 @@ class LoraQuerySet(models.QuerySet):
         return found
 
 
-class Lora(models.Model):
+class Lora(SharedByOwner, models.Model):
     """A LoRA adapter a person uploaded (or trained): a safetensors file that fits one base model,
     shared like an image (private / unlisted / public, hidden by staff). A request names it with
     ``<lora:name:weight>`` or its ``loras`` field: the owner by ``name``, anyone else (when it is
@@ -339,13 +345,6 @@ class Lora(models.Model):
     def get_absolute_url(self):
         return reverse("gallery:lora", args=[self.pk])
 
-    def can_view(self, user) -> bool:
-        if user.is_authenticated and (user.pk == self.owner_id or user.is_staff):
-            return True
-        return self.visibility != self.Visibility.PRIVATE and not self.hidden
-
-    def can_edit(self, user) -> bool:
-        return user.is_authenticated and user.pk == self.owner_id
 
     audit_type = "lora"
 

@@ -27,20 +27,22 @@ NOT_HASHED_ROOT_FILES = {MODEL_DEFAULTS_FILE}
 NOT_HASHED_SUFFIXES = (".md",)
 SHORT_HASH_DIGITS = 10  # AUTOMATIC1111's short "Model hash"
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
 _FILE_HASHES_LOCK = threading.Lock()
 
 
-def file_sha256(path: Path) -> str:
-    """A file's sha256, memoised by (path, size, mtime): reloading a model does not re-read gigabytes."""
+def file_sha256(path: Path, start: int = 0) -> str:
+    """The sha256 of a file from byte ``start`` on, memoised by (path, size, mtime, start): reloading
+    a model does not re-read gigabytes."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, start)
     with _FILE_HASHES_LOCK:
         cached = _FILE_HASHES.get(key)
     if cached:
         return cached
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        handle.seek(start)
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     value = digest.hexdigest()

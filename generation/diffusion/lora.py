@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+from .hashing import file_sha256
 from .request import UnsupportedRequest
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,6 @@ def addnet_hash(data: bytes) -> str:
     return hashlib.sha256(memoryview(data)[8 + header:]).hexdigest()
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-_FILE_HASHES_LOCK = threading.Lock()
-
-
 def lora_hash(source: "str | os.PathLike | bytes | Mapping[str, torch.Tensor]") -> str:
     """A1111's hash of a LoRA: a safetensors file (path or bytes; memoised by path, size and
     mtime) or a state dict (hashed as ``safetensors.torch.save`` writes it)."""
@@ -119,24 +116,11 @@ def lora_hash(source: "str | os.PathLike | bytes | Mapping[str, torch.Tensor]") 
 
         return addnet_hash(save(_contiguous(source)))
     path = Path(source)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _FILE_HASHES_LOCK:
-        known = _FILE_HASHES.get(key)
-    if known:
-        return known
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
         head = handle.read(8)
-        if len(head) < 8:
-            raise LoraFileError(f"{path.name} is not a safetensors file (too short)")
-        handle.seek(8 + struct.unpack("<Q", head)[0])
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _FILE_HASHES_LOCK:
-        _FILE_HASHES[key] = value
-    return value
+    if len(head) < 8:
+        raise LoraFileError(f"{path.name} is not a safetensors file (too short)")
+    return file_sha256(path, start=8 + struct.unpack("<Q", head)[0])
 
 
 def _contiguous(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
