@@ -1,15 +1,23 @@
-"""Whole-stack job overhead and server memory in embedded mode (issue: generation jobs).
+"""The web path against the engine alone, and server memory, in embedded mode (issue 28).
 
-Starts the real server (daphne, embedded workers) on a free loopback port with a
-fresh data directory, signs in, and runs N jobs one after another through the
-page's JSON submit and the job's websocket. For each job it measures
-submit → `generation.succeeded` as the client sees it, minus the engine's own
-compute time (`timings.total` recorded by the engine), and reads the server's
-resident memory (VmRSS) and peak (VmHWM) from /proc after jobs 10 and N.
+Starts the real server (daphne, embedded workers) on a free loopback port with a fresh data
+directory, signs in, and runs N jobs one after another through the page's JSON submit and the
+personal websocket: each job's wall time is submit -> `generation.succeeded` as the client sees it.
+Beside it, in the same run, a standalone engine process (this script with ``--engine-alone``: a
+plain Python process that calls ``generation.diffusion.generate()`` with no callbacks) runs the
+same request -- the parameters the site stored for the job, the same model in the same precision
+with the same torch threads as the server's worker (read from the first job's image metadata).
+Site jobs and engine jobs alternate, one of each per round, so slow drifts of a shared machine hit
+both; the first site job (the model load) and the first engine job are warm-ups.
 
-    .venv/bin/python benchmarks/bench_jobs.py [--jobs 50] [--steps 4] [--model ldm-shapes]
+It prints: site wall / engine-alone wall (median of rounds, and of the per-round ratios), the
+engine's own per-step time inside the server / alone (``timings.denoise`` / steps), and the
+server's resident memory (VmRSS) and peak (VmHWM) from /proc after every 10th job.
 
-Not part of the test suite's pass/fail; prints numbers for docs/PERFORMANCE.md.
+    .venv/bin/python benchmarks/bench_jobs.py [--jobs 50] [--steps N] [--sampler NAME] [--model ldm-shapes]
+
+Defaults: the built-in model's own default job (steps and sampler left empty so the model's
+defaults apply). Not part of the test suite's pass/fail; prints numbers for docs/PERFORMANCE.md.
 """
 
 import argparse
@@ -22,14 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-import websockets
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.conftest import PYTHON, free_port, manage, site_env, stop, wait_for_port  # noqa: E402
 
 PASSWORD = "bench-password-8841"
+
+# What the bench asks the server for the job it must repeat alone (a manage.py shell one-liner).
+JOB_RECORD = """
+import json
+from generation.models import Generation
+job = Generation.objects.get(pk={job_id})
+image = job.images.first()
+print("JOB-RECORD " + json.dumps({{"params": job.params, "dtype": image.metadata["dtype"],
+    "torch_threads": image.metadata["torch_threads"], "source": job.model.source,
+    "clip_source": job.model.clip_source or None}}))
+"""
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -37,7 +52,60 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-async def run_job(base: str, ws_base: str, session: requests.Session, data: dict) -> tuple[float, dict]:
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(share * (len(ordered) - 1))]
+
+
+# --- The standalone engine process --------------------------------------------------------------------
+
+def engine_alone() -> None:
+    """Reads one JSON line (the job record), loads the model, then for each line (a seed) runs the
+    job and answers one JSON line: its wall time and the engine's timings. No Django here."""
+    import torch
+
+    from generation.diffusion import GenerationRequest, generate, load_pipeline
+
+    record = json.loads(sys.stdin.readline())
+    torch.set_num_threads(record["torch_threads"])
+    source = record["source"]
+    if not Path(source).is_absolute() and (REPO / source).exists():
+        source = str(REPO / source)  # the built-in model: relative to the repository, as the worker resolves it
+    model = load_pipeline(source, dtype=record["dtype"], clip_source=record["clip_source"])
+    from benchmarks.machine import describe_machine
+
+    print(json.dumps({"ready": True, "dtype": model.precision.dtype_name, "machine": describe_machine()}), flush=True)
+    for line in sys.stdin:
+        request = GenerationRequest.from_dict({**record["params"], "seed": int(line)})
+        started = time.perf_counter()
+        result = generate(model, request)
+        wall = time.perf_counter() - started
+        print(json.dumps({"wall": wall, "timings": result.timings, "steps": request.steps}), flush=True)
+
+
+class EngineAlone:
+    def __init__(self, record: dict):
+        self.process = subprocess.Popen([sys.executable, __file__, "--engine-alone"], cwd=REPO, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process.stdin.write(json.dumps(record) + "\n")
+        self.process.stdin.flush()
+        self.ready = json.loads(self.process.stdout.readline())
+
+    def run(self, seed: int) -> dict:
+        self.process.stdin.write(f"{seed}\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+# --- The site --------------------------------------------------------------------------------------------
+
+async def run_job(base: str, ws_base: str, session, data: dict) -> tuple[float, int, dict]:
+    import websockets
+
     cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
     async with websockets.connect(f"{ws_base}/ws/generations/", origin=base,
                                   additional_headers={"Cookie": cookie}) as socket:
@@ -53,15 +121,23 @@ async def run_job(base: str, ws_base: str, session: requests.Session, data: dict
                 assert message["type"] == "generation.succeeded", message
                 break
     state = session.get(f"{base}/generations/{job_id}/", headers={"Accept": "application/json"}).json()
-    return elapsed, state["timings"]
+    return elapsed, job_id, state["timings"]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", default="", help="empty: the model's default")
+    parser.add_argument("--sampler", default="", help="empty: the model's default")
     parser.add_argument("--model", default="ldm-shapes")
+    parser.add_argument("--engine-alone", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_alone:
+        return engine_alone()
+
+    import requests
+
+    from tests.conftest import PYTHON, free_port, manage, site_env, stop, wait_for_port
 
     with tempfile.TemporaryDirectory() as tmp:
         env = site_env(Path(tmp) / "data")
@@ -73,6 +149,7 @@ def main():
         server = subprocess.Popen([PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
                                    "ldmsite.asgi:application"], cwd=REPO, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
+        engine = None
         try:
             wait_for_port(port, timeout=90, process=server)
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
@@ -81,26 +158,56 @@ def main():
             session.post(base + "/accounts/login/", data={"username": "bench", "password": PASSWORD,
                                                            "csrfmiddlewaretoken": session.cookies["csrftoken"]})
             data = {"model": args.model, "prompt": "a large red circle in the center on a blue background",
-                    "steps": str(args.steps), "sampler": "DDIM", "seed": "1", "num_images": "1",
-                    "width": "", "height": "", "guidance_scale": "", "eta": "0"}
-            overheads, memory = [], {}
-            for index in range(1, args.jobs + 1):
+                    "steps": args.steps, "sampler": args.sampler, "seed": "1", "num_images": "1",
+                    "width": "", "height": "", "guidance_scale": ""}
+            _, first_job, _ = asyncio.run(run_job(base, ws_base, session, data))  # loads the model
+            shell = manage(env, "shell", "-c", JOB_RECORD.format(job_id=first_job))
+            [line] = [line for line in shell.stdout.splitlines() if line.startswith("JOB-RECORD ")]
+            record = json.loads(line.split(" ", 1)[1])
+            engine = EngineAlone(record)
+            engine.run(1)  # warm-up, as the site's first job
+            site_walls, engine_walls, ratios, site_steps, engine_steps, memory = [], [], [], [], [], {}
+            site_engine, alone_engine = [], []  # the engine's own timings.total, inside the server and alone
+            for index in range(2, args.jobs + 1):
                 data["seed"] = str(index)
-                elapsed, timings = asyncio.run(run_job(base, ws_base, session, data))
-                if index > 1:  # the first job includes the one-time model load
-                    overheads.append(elapsed - timings["total"])
-                if index in (10, args.jobs):
+                site_wall, _, site_timings = asyncio.run(run_job(base, ws_base, session, data))
+                alone = engine.run(index)
+                site_walls.append(site_wall)
+                engine_walls.append(alone["wall"])
+                ratios.append(site_wall / alone["wall"])
+                steps = alone["steps"]
+                site_engine.append(site_timings["total"])
+                alone_engine.append(alone["timings"]["total"])
+                site_steps.append(site_timings["denoise"] / steps)
+                engine_steps.append(alone["timings"]["denoise"] / steps)
+                if index % 10 == 0 or index == args.jobs:
                     memory[index] = memory_mb(server.pid)
-            overheads.sort()
-            print(f"jobs: {args.jobs} ({args.steps} steps each, model {args.model}, embedded mode)")
-            print(f"overhead per job (submit->succeeded minus engine compute): median "
-                  f"{statistics.median(overheads) * 1000:.1f} ms, p95 {overheads[int(0.95 * (len(overheads) - 1))] * 1000:.1f} ms,"
-                  f" max {overheads[-1] * 1000:.1f} ms")
-            for index, (rss, peak) in memory.items():
-                print(f"server memory after job {index}: RSS {rss:.0f} MB, peak {peak:.0f} MB")
+            params = record["params"]
+            print(f"machine (as the engine-alone process sees it): {engine.ready['machine']}")
+            print(f"jobs: {args.jobs} through the site (embedded mode), model {args.model}: {params['steps']} steps of "
+                  f"{params['sampler']}, {params['width']}x{params['height']}, guidance {params['guidance_scale']}, "
+                  f"autoguidance {params.get('autoguidance_scale')}; {record['dtype']}, "
+                  f"{record['torch_threads']} torch thread(s) in the server and alone")
+            print(f"site wall (submit -> succeeded on the websocket): median {statistics.median(site_walls):.3f} s, "
+                  f"p95 {percentile(site_walls, 0.95):.3f} s")
+            print(f"engine alone (generate() in a plain process):     median {statistics.median(engine_walls):.3f} s, "
+                  f"p95 {percentile(engine_walls, 0.95):.3f} s")
+            print(f"site / engine alone: {statistics.median(site_walls) / statistics.median(engine_walls):.3f} "
+                  f"(ratio of medians), {statistics.median(ratios):.3f} (median of per-round ratios)")
+            outside = [wall - engine for wall, engine in zip(site_walls, site_engine)]
+            print(f"engine's timings.total: in the server {statistics.median(site_engine):.3f} s, alone "
+                  f"{statistics.median(alone_engine):.3f} s; site wall outside the engine (submit, queue, storing, "
+                  f"events): median {statistics.median(outside) * 1000:.0f} ms")
+            print(f"engine per step (timings.denoise / steps): in the server {statistics.median(site_steps) * 1000:.2f} ms,"
+                  f" alone {statistics.median(engine_steps) * 1000:.2f} ms, "
+                  f"ratio {statistics.median(site_steps) / statistics.median(engine_steps):.3f}")
+            print("server memory (RSS / peak) after job " + ", ".join(
+                f"{index}: {rss:.0f} / {peak:.0f} MB" for index, (rss, peak) in memory.items()))
             if 10 in memory and args.jobs in memory:
                 print(f"RSS growth job 10 -> {args.jobs}: {memory[args.jobs][0] - memory[10][0]:+.1f} MB")
         finally:
+            if engine is not None:
+                engine.close()
             stop(server)
             log.close()
 

@@ -136,10 +136,10 @@ class LikeAdmin(admin.ModelAdmin):
 
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
-    list_display = ("id", "image", "reporter", "reason", "status", "created_at", "resolved_at")
+    list_display = ("id", "image", "lora", "reporter", "reason", "status", "created_at", "resolved_at")
     list_filter = ("status", "reason")
-    search_fields = ("text", "reporter__username", "image__prompt", "image__owner__username")
-    raw_id_fields = ("reporter", "image")
+    search_fields = ("text", "reporter__username", "image__prompt", "image__owner__username", "lora__name")
+    raw_id_fields = ("reporter", "image", "lora")
     readonly_fields = ("status", "resolved_at")
     action_form = ReasonActionForm
     actions = ["dismiss_selected", "hide_reported_images"]

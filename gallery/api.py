@@ -18,13 +18,14 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gallery import access, services
+from gallery import access, services, uploads
 from gallery import loras as loras_service
 from gallery.media import serve_file
 from gallery.models import Album, Image, Like, Lora, Report
 from gallery.serializers import (AlbumCreateSerializer, AlbumDetailSerializer, AlbumImagesResultSerializer,
                                  AlbumImagesSerializer, AlbumSerializer, AlbumUpdateSerializer,
-                                 ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer,
+                                 ExplorePageSerializer, ImageSerializer, ImageUpdateSerializer, ImageUploadResultSerializer,
+                                 ImageUploadSerializer,
                                  LikeStateSerializer, LoraSerializer, LoraUpdateSerializer, LoraUploadSerializer,
                                  ReportCreateSerializer, ReportSerializer)
 from generation.forms import form_id
@@ -76,6 +77,9 @@ def yes_no(value: str, name: str) -> bool:
 class ImageList(generics.ListAPIView):
     serializer_class = ImageSerializer
 
+    def get_parsers(self):  # ImageUploadParser is defined with the other bounded parsers, below
+        return [parser() for parser in (*api_settings.DEFAULT_PARSER_CLASSES, ImageUploadParser)]
+
     def get_queryset(self):
         params, user = self.request.query_params, self.request.user
         images = with_liked(Image.objects.owned_by(user), user).select_related("owner", "model")
@@ -98,6 +102,15 @@ class ImageList(generics.ListAPIView):
     ])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(summary="Upload your own pictures (PNG, JPEG, WebP, or zips with .txt captions) as private images",
+                   request={"multipart/form-data": ImageUploadSerializer}, responses={201: ImageUploadResultSerializer})
+    def post(self, request):
+        data = validated(ImageUploadSerializer, request)
+        images, album = uploads.upload_images(request.user, request.FILES.getlist("files"),
+                                              caption=data.get("caption", ""), album_id=data.get("album"))
+        return Response({"images": ImageSerializer(images, many=True, context={"request": request}).data,
+                         "album": album.pk if album else None}, status=201)
 
 
 @extend_schema(tags=["images"])
@@ -182,6 +195,16 @@ class ImageReport(APIView):
         image = visible_image(request, pk)
         data = validated(ReportCreateSerializer, request)
         report = services.report_image(request.user, image, data["reason"], data.get("text", ""))
+        return Response(ReportSerializer(report).data, status=201)
+
+
+@extend_schema(tags=["reports"], summary="Report someone's LoRA to staff", request=ReportCreateSerializer,
+               responses={201: ReportSerializer})
+class LoraReport(APIView):
+    def post(self, request, pk):
+        lora = visible_lora(request, pk)
+        data = validated(ReportCreateSerializer, request)
+        report = services.report_lora(request.user, lora, data["reason"], data.get("text", ""))
         return Response(ReportSerializer(report).data, status=201)
 
 
@@ -331,13 +354,16 @@ class BoundedLoraParser:
     """Multipart / form parsing of a LoRA upload: refused as 413 before reading a body over the cap,
     Django's own form limits a 413 / 400 rather than an error page."""
 
+    max_bytes = loras_service.MAX_LORA_UPLOAD_BYTES
+    too_large = f"A LoRA file may be at most {loras_service.MAX_LORA_UPLOAD_BYTES // 2**20} MiB."
+
     def parse(self, stream, media_type=None, parser_context=None):
         try:
             length = int(parser_context["request"].META.get("CONTENT_LENGTH") or 0)
         except (TypeError, ValueError):
             raise ParseError("Content-Length is not a number") from None
-        if length > loras_service.MAX_LORA_UPLOAD_BYTES + 1024 * 1024:
-            raise LoraUploadTooLarge(f"A LoRA file may be at most {loras_service.MAX_LORA_UPLOAD_BYTES // 2**20} MiB.")
+        if length > self.max_bytes + 1024 * 1024:
+            raise LoraUploadTooLarge(self.too_large)
         try:
             return super().parse(stream, media_type, parser_context)
         except RequestDataTooBig:
@@ -352,6 +378,13 @@ class LoraMultiPartParser(BoundedLoraParser, MultiPartParser):
 
 class LoraFormParser(BoundedLoraParser, FormParser):
     pass
+
+
+class ImageUploadParser(BoundedLoraParser, MultiPartParser):
+    """An image upload's body: refused (413) before it is read when it is over the upload's cap."""
+
+    max_bytes = uploads.MAX_UPLOAD_BYTES
+    too_large = f"An upload may be at most {uploads.MAX_UPLOAD_BYTES // 2**20} MB of pictures."
 
 
 @extend_schema(tags=["loras"])

@@ -208,7 +208,7 @@ class Like(models.Model):
 
 
 class Report(models.Model):
-    """Someone flags an image for staff to review."""
+    """Someone flags an image or a LoRA (exactly one of them) for staff to review."""
 
     class Reason(models.TextChoices):
         SEXUAL = "sexual", "Sexual content"
@@ -225,7 +225,8 @@ class Report(models.Model):
         ACTIONED = "actioned", "Actioned"
 
     reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="reports")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, null=True, blank=True, related_name="reports")
+    lora = models.ForeignKey("Lora", on_delete=models.CASCADE, null=True, blank=True, related_name="reports")
     reason = models.CharField(max_length=20, choices=Reason.choices)
     text = models.TextField(blank=True, max_length=2000)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
@@ -237,7 +238,16 @@ class Report(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["reporter", "image"], condition=models.Q(status="open"),
                                     name="one_open_report_per_person_per_image"),
+            models.UniqueConstraint(fields=["reporter", "lora"], condition=models.Q(status="open"),
+                                    name="one_open_report_per_person_per_lora"),
+            models.CheckConstraint(condition=models.Q(image__isnull=False, lora__isnull=True)
+                                   | models.Q(image__isnull=True, lora__isnull=False), name="report_has_one_target"),
         ]
+
+    @property
+    def target(self):
+        """What was reported: the image or the LoRA."""
+        return self.image if self.image_id is not None else self.lora
 
 
 
@@ -291,6 +301,40 @@ class LoraQuerySet(models.QuerySet):
                 found[lora.qualified_name] = lora
                 found[lora.name] = lora
         return found
+
+    def restore_for(self, user, pairs, hashes=None) -> tuple[list[tuple[str, float]], list[str]]:
+        """The LoRAs of a recorded request (Remix, PNG import) as ``user`` would name them now:
+        ((name, weight) pairs, a message for each one they cannot use).
+
+        A recorded name is its maker's (``style`` for their own, ``alice/style``), so where the
+        record has the LoRA's hash (A1111's ``Lora hashes``) the LoRA is found by its hash among
+        those ``user`` may use -- theirs first -- and a different file that happens to share the
+        name is never put in its place. Without a hash, the name is looked up as a request's is.
+        One message covers "private to someone else", "hidden" and "not here": which of them it is
+        is not for this person to learn."""
+        hashes = {name: digest.lower() for name, digest in (hashes or {}).items()
+                  if isinstance(digest, str) and len(digest) >= 8}
+        authenticated = user is not None and getattr(user, "is_authenticated", False)
+        user_id = user.pk if authenticated else None
+        shared = models.Q(visibility__in=[Image.Visibility.PUBLIC, Image.Visibility.UNLISTED], hidden=False)
+        allowed = self.filter(shared | models.Q(owner_id=user_id) if authenticated else shared)
+        restored, problems = [], []
+        for name, weight in pairs:
+            lora = None
+            if name in hashes:
+                candidates = list(allowed.filter(file_hash__startswith=hashes[name]).select_related("owner")[:20])
+                if candidates:
+                    lora = min(candidates, key=lambda found: (found.owner_id != user_id,
+                                                              name not in (found.name, found.qualified_name),
+                                                              -found.pk))
+            else:
+                lora = self.usable_by(user, names=[name]).get(name)
+            if lora is None:
+                problems.append(f"LoRA {name!r} is not one you can use (private to its owner, hidden, or not on "
+                                f"this site), so it was left out")
+            else:
+                restored.append((lora.request_name(user), weight))
+        return restored, problems
 
 
 class Lora(SharedByOwner, models.Model):

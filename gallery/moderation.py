@@ -6,6 +6,7 @@ queue, the Django admin, an admin bulk action), and each one writes an `AuditEnt
 
 - Images: hide (the file is kept as evidence; the owner sees why), unhide, delete, dismiss reports,
   clear an image the output check held back.
+- LoRAs: hide (`gallery.loras.set_hidden`: nobody else may see or use it), unhide, dismiss reports.
 - People: suspend (no sign-in, no tokens, queued and running jobs cancelled, public images hidden
   and public albums made private, remembered so that unsuspending restores exactly that), unsuspend,
   notes.
@@ -20,7 +21,8 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from gallery.models import Album, Image, Report
+from gallery import loras
+from gallery.models import Album, Image, Lora, Report
 from gallery.moderation_models import (AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote,
                                        Suspension)
 from generation import events
@@ -129,6 +131,47 @@ def reported_images(order: str = "newest"):
     if order == "most_reported":
         return images.order_by("-open_reports", "-last_reported", "-id")
     return images.order_by("-last_reported", "-id")
+
+
+# --- LoRAs ------------------------------------------------------------------------------------
+
+def resolve_lora_reports(lora: Lora, status: str) -> int:
+    return Report.objects.filter(lora=lora, status=Report.Status.OPEN).update(status=status, resolved_at=timezone.now())
+
+
+def hide_lora(lora: Lora, actor, reason: str, via: str = Via.PAGE) -> Lora:
+    """Nobody but its owner may see, download or use the LoRA any more; the owner sees why. Open
+    reports about it are marked actioned."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise Refusal({"__all__": "Give a reason: the owner sees it."})
+    with transaction.atomic():
+        resolve_lora_reports(lora, Report.Status.ACTIONED)
+        return loras.set_hidden(lora, True, actor, reason[:2000], via=via)
+
+
+def unhide_lora(lora: Lora, actor, reason: str = "", via: str = Via.PAGE) -> Lora:
+    return loras.set_hidden(lora, False, actor, reason, via=via)
+
+
+def dismiss_lora_reports(lora: Lora, actor, reason: str = "", via: str = Via.PAGE) -> int:
+    """Close the LoRA's open reports without acting on it; reporters see "Dismissed"."""
+    with transaction.atomic():
+        count = resolve_lora_reports(lora, Report.Status.DISMISSED)
+        AuditEntry.objects.record(Action.DISMISS_REPORTS, actor=actor, via=via, target=lora, subject=lora.owner,
+                                  reason=reason, reports_dismissed=count)
+    return count
+
+
+def reported_loras(order: str = "newest"):
+    """LoRAs with open reports, with `open_reports` and `last_reported` (newest or most reported first)."""
+    open_reports = Q(reports__status=Report.Status.OPEN)
+    found = (Lora.objects.filter(open_reports).select_related("owner", "base_model")
+             .annotate(open_reports=Count("reports", filter=open_reports),
+                       last_reported=Max("reports__created_at", filter=open_reports)))
+    if order == "most_reported":
+        return found.order_by("-open_reports", "-last_reported", "-id")
+    return found.order_by("-last_reported", "-id")
 
 
 # --- People -----------------------------------------------------------------------------------

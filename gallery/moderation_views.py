@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from gallery import moderation
-from gallery.models import Image, Report
+from gallery.models import Image, Lora, Report
 from gallery.moderation_models import AuditEntry, BlocklistEntry, FlaggedPrompt, OutputReview, StaffNote
 from gallery.views import back
 from generation.admission import Refusal
@@ -28,7 +28,7 @@ from generation.forms import form_id
 QUEUE_PAGE_SIZE = 20
 AUDIT_PAGE_SIZE = 50
 HISTORY_LENGTH = 30
-QUEUE_TABS = ("reports", "held", "flagged")
+QUEUE_TABS = ("reports", "loras", "held", "flagged")
 
 
 def staff_only(view):
@@ -68,10 +68,14 @@ def queue(request):
         "reports": Image.objects.filter(reports__status=Report.Status.OPEN).distinct().count(),
         "held": OutputReview.objects.filter(status=OutputReview.Status.PENDING).count(),
         "flagged": FlaggedPrompt.objects.filter(status=FlaggedPrompt.Status.OPEN).count(),
+        "loras": Lora.objects.filter(reports__status=Report.Status.OPEN).distinct().count(),
     }
+    open_reports = Report.objects.filter(status=Report.Status.OPEN).select_related("reporter")
     if tab == "reports":
-        open_reports = Report.objects.filter(status=Report.Status.OPEN).select_related("reporter")
         items = moderation.reported_images(order).prefetch_related(
+            Prefetch("reports", queryset=open_reports, to_attr="open_report_list"))
+    elif tab == "loras":
+        items = moderation.reported_loras(order).prefetch_related(
             Prefetch("reports", queryset=open_reports, to_attr="open_report_list"))
     elif tab == "held":
         items = (OutputReview.objects.filter(status=OutputReview.Status.PENDING)
@@ -80,12 +84,12 @@ def queue(request):
         items = (FlaggedPrompt.objects.filter(status=FlaggedPrompt.Status.OPEN)
                  .select_related("user").order_by("-created_at", "-id"))
     page = Paginator(items, QUEUE_PAGE_SIZE).get_page(request.GET.get("page"))
-    if tab == "reports":
-        for image in page:
+    if tab in ("reports", "loras"):
+        for reported in page:
             reasons = {}
-            for report in image.open_report_list:
+            for report in reported.open_report_list:
                 reasons[report.get_reason_display()] = reasons.get(report.get_reason_display(), 0) + 1
-            image.reason_counts = sorted(reasons.items(), key=lambda pair: -pair[1])
+            reported.reason_counts = sorted(reasons.items(), key=lambda pair: -pair[1])
     return render(request, "moderation/queue.html", {"tab": tab, "order": order, "page": page, "counts": counts})
 
 
@@ -155,6 +159,44 @@ def clear(request, image):
     moderation.clear_review(image, request.user, request.POST.get("reason", ""))
     messages.success(request, f"Image {image.pk} is released: its owner may publish it.")
     return back(request, reverse("moderation:queue") + "?tab=held")
+
+
+# --- A reported LoRA (acted on from the queue's LoRA tab) ---------------------------------------------
+
+def lora_action(action):
+    """POST-only staff view running `action(request, lora)`; a refusal becomes a message. Back to
+    the page it came from (the queue's LoRA tab by default)."""
+
+    @staff_only
+    @require_POST
+    @wraps(action)
+    def view(request, pk):
+        lora = get_object_or_404(Lora.objects.select_related("owner"), pk=pk)
+        try:
+            action(request, lora)
+        except Refusal as error:
+            messages.error(request, str(error))
+        return back(request, reverse("moderation:queue") + "?tab=loras")
+
+    return view
+
+
+@lora_action
+def hide_lora(request, lora):
+    moderation.hide_lora(lora, request.user, request.POST.get("reason", ""))
+    messages.success(request, f"LoRA {lora.qualified_name} is hidden: only its owner may see or use it.")
+
+
+@lora_action
+def unhide_lora(request, lora):
+    moderation.unhide_lora(lora, request.user, request.POST.get("reason", ""))
+    messages.success(request, f"LoRA {lora.qualified_name} is visible again.")
+
+
+@lora_action
+def dismiss_lora(request, lora):
+    count = moderation.dismiss_lora_reports(lora, request.user, request.POST.get("reason", ""))
+    messages.success(request, f"Dismissed {count} report{'s' if count != 1 else ''} about LoRA {lora.qualified_name}.")
 
 
 # --- People ------------------------------------------------------------------------------------------
@@ -300,8 +342,9 @@ def blocklist_delete(request, pk):
 @login_required
 def my_reports(request):
     """The reports this person made and what became of them (open, dismissed, actioned)."""
-    reports = Report.objects.filter(reporter=request.user).select_related("image", "image__owner")
+    reports = Report.objects.filter(reporter=request.user).select_related("image", "image__owner", "lora",
+                                                                          "lora__owner")
     page = Paginator(reports, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     for report in page:
-        report.viewable = report.image.can_view(request.user)
+        report.viewable = report.target.can_view(request.user)
     return render(request, "moderation/my_reports.html", {"page": page})

@@ -139,11 +139,12 @@ class ReportCreateSerializer(StrictSerializer):
 
 
 class ReportSerializer(serializers.ModelSerializer):
-    image = serializers.PrimaryKeyRelatedField(read_only=True)
+    image = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True, help_text="The image reported, or null")
+    lora = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True, help_text="The LoRA reported, or null")
 
     class Meta:
         model = Report
-        fields = ["id", "image", "reason", "text", "status", "created_at"]
+        fields = ["id", "image", "lora", "reason", "text", "status", "created_at"]
         read_only_fields = fields
 
 
@@ -183,6 +184,22 @@ class LoraSerializer(serializers.ModelSerializer):
     def get_prompt_name(self, lora) -> str:
         request = self.context.get("request")
         return lora.request_name(getattr(request, "user", None))
+
+
+class ImageUploadSerializer(StrictSerializer):
+    files = serializers.ListField(child=serializers.FileField(), allow_empty=False,
+                                  help_text="Pictures (PNG, JPEG, WebP; at most 20 MB each) or zips of them with "
+                                            "same-named .txt captions; send the field once per file")
+    caption = serializers.CharField(max_length=1000, required=False, allow_blank=True,
+                                    help_text="The caption (prompt) of pictures without their own: a PNG's A1111 "
+                                              "parameters, else a same-named .txt in the zip")
+    album = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=10**18 - 1,
+                                     help_text="One of your albums to add them to")
+
+
+class ImageUploadResultSerializer(serializers.Serializer):
+    images = ImageSerializer(many=True)
+    album = serializers.IntegerField(allow_null=True)
 
 
 class LoraUploadSerializer(StrictSerializer):

@@ -12,7 +12,7 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gallery.models import Album, AlbumItem, Image, Like, OutputReview, Report
+from gallery.models import Album, AlbumItem, Image, Like, Lora, OutputReview, Report
 from generation.admission import Refusal, check_published_text
 
 # --- Owner actions ------------------------------------------------------------------
@@ -73,16 +73,26 @@ def unlike_image(user, image: Image) -> bool:
 
 
 def report_image(reporter, image: Image, reason: str, text: str = "") -> Report:
+    return report(reporter, image, reason, text)
+
+
+def report_lora(reporter, lora: Lora, reason: str, text: str = "") -> Report:
+    return report(reporter, lora, reason, text)
+
+
+def report(reporter, target: Image | Lora, reason: str, text: str = "") -> Report:
+    """Flag someone's image or LoRA for staff (once while the report is open)."""
+    kind, what = ("lora", "LoRA") if isinstance(target, Lora) else ("image", "image")
     if reason not in Report.Reason.values:
         raise Refusal({"reason": f"must be one of: {', '.join(Report.Reason.values)}"})
     text = check_text(text, "text", 2000)
-    if image.owner_id == reporter.pk:
-        raise Refusal({"image": "you cannot report your own image"})
+    if target.owner_id == reporter.pk:
+        raise Refusal({kind: f"you cannot report your own {what}"})
     try:
         with transaction.atomic():
-            return Report.objects.create(reporter=reporter, image=image, reason=reason, text=text)
+            return Report.objects.create(reporter=reporter, reason=reason, text=text, **{kind: target})
     except IntegrityError:
-        raise Refusal({"image": "you have already reported this image; staff will review it"}, 409) from None
+        raise Refusal({kind: f"you have already reported this {what}; staff will review it"}, 409) from None
 
 
 # --- Albums -----------------------------------------------------------------------------
@@ -279,6 +289,24 @@ def explore(order: str = "newest", query: str = "", model_slug: str = "", cursor
         key = [last.created_at.isoformat(), last.pk]
         next_cursor = encode_cursor([last.like_count, *key] if order == "most_liked" else key)
     return page, next_cursor
+
+
+# --- LoRAs ---------------------------------------------------------------------------------
+
+LORA_SAMPLES = 12
+
+
+def images_made_with(lora: Lora, user, limit: int = LORA_SAMPLES) -> list[Image]:
+    """"Made with this LoRA": public, unhidden images whose recorded parameters name this LoRA's
+    hash (A1111's ``Lora hashes``, what every job that applied it writes), plus the person's own of
+    any visibility; newest first, at most ``limit``. The hash, not the name: a LoRA renamed (or
+    named differently by each person who used it) is still the same file."""
+    made = Q(visibility=Image.Visibility.PUBLIC, hidden=False)
+    if user is not None and user.is_authenticated:
+        made |= Q(owner=user)
+    images = Image.objects.filter(made, parameters__contains="Lora hashes:").filter(
+        parameters__contains=f": {lora.short_hash}")
+    return list(images.select_related("owner").order_by("-created_at", "-id")[:limit])
 
 
 # --- Retention ------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
-from gallery import access, services
+from gallery import access, services, uploads
 from gallery import loras as loras_service
 from gallery.media import serve_file
 from gallery.models import Album, Image, Lora, Report
@@ -170,6 +170,39 @@ def report(request, pk):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
+def upload_images(request):
+    """Upload your own pictures (PNG, JPEG, WebP, or zips of them with .txt captions) into your
+    gallery, optionally straight into one of your albums (`gallery.uploads`)."""
+    albums = Album.objects.filter(owner=request.user).only("pk", "title")
+    if request.method == "POST":
+        try:
+            images, album = uploads.upload_images(
+                request.user, request.FILES.getlist("files"), caption=request.POST.get("caption", ""),
+                album_id=form_id(request.POST.get("album"), "album"))
+        except Refusal as error:
+            if wants_json(request):
+                return JsonResponse({"errors": error.errors}, status=error.status)
+            show_refusal(request, error)
+            return render(request, "gallery/upload.html", {"albums": albums, "limits": upload_limits(),
+                                                           "caption": request.POST.get("caption", "")},
+                          status=error.status)
+        if wants_json(request):
+            return JsonResponse({"images": [image.pk for image in images], "album": album.pk if album else None},
+                                status=201)
+        messages.success(request, f"Uploaded {len(images)} image{'s' if len(images) != 1 else ''}"
+                                  f"{f' into {album.title}' if album else ''}.")
+        return redirect(album or "gallery:history")
+    return render(request, "gallery/upload.html", {"albums": albums, "limits": upload_limits(),
+                                                   "album": request.GET.get("album", "")})
+
+
+def upload_limits() -> dict:
+    return {"images": uploads.MAX_UPLOAD_IMAGES, "file_mb": uploads.MAX_SOURCE_BYTES // 2**20,
+            "total_mb": uploads.MAX_UPLOAD_BYTES // 2**20, "caption": uploads.MAX_CAPTION_CHARS}
+
+
+@login_required
 @require_POST
 def add_selection_to_album(request):
     """Bulk: add the selected images (from history or an image page) to an album, new or existing."""
@@ -292,6 +325,24 @@ def own_lora(request, pk) -> Lora:
     return access.editable(Lora.objects.select_related("owner", "base_model"), pk, request.user)
 
 
+def models_page(request):
+    """"Models & LoRAs": the enabled models (what each is, its defaults, a link to generate with it)
+    and the LoRAs you may see, one search over both."""
+    query = request.GET.get("q", "").strip()[:200]
+    model = request.GET.get("model", "")
+    models = DiffusionModel.objects.filter(enabled=True).order_by("-is_default", "name")
+    for word in services.search_words(query):
+        models = models.filter(Q(name__icontains=word) | Q(description__icontains=word) | Q(slug__icontains=word))
+    if model:
+        models = models.filter(slug=model)
+    found = loras_service.listing(request.user, query, model)
+    page = Paginator(found, LORA_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "gallery/models.html", {
+        "model_list": models, "page": page, "query": query, "model": model,
+        "models": DiffusionModel.objects.filter(enabled=True).only("slug", "name"),
+    })
+
+
 def loras_page(request):
     """Your LoRAs and everyone's public ones, with search; the upload form for the signed in."""
     query = request.GET.get("q", "").strip()[:200]
@@ -325,10 +376,26 @@ def upload_lora(request):
 
 def lora_page(request, pk):
     lora = visible_lora(request, pk)
+    user = request.user
     return render(request, "gallery/lora.html", {
-        "lora": lora, "can_edit": lora.can_edit(request.user), "visibilities": Lora.Visibility.choices,
-        "prompt_name": lora.request_name(request.user),
+        "lora": lora, "can_edit": lora.can_edit(user), "visibilities": Lora.Visibility.choices,
+        "prompt_name": lora.request_name(user),
+        "can_report": user.is_authenticated and user.pk != lora.owner_id, "report_reasons": Report.Reason.choices,
+        "samples": services.images_made_with(lora, user),
     })
+
+
+@login_required
+@require_POST
+def report_lora(request, pk):
+    lora = visible_lora(request, pk)
+    try:
+        services.report_lora(request.user, lora, request.POST.get("reason", ""), request.POST.get("text", ""))
+    except Refusal as error:
+        show_refusal(request, error)
+    else:
+        messages.success(request, "Thank you. Staff will review your report.")
+    return back(request, lora)
 
 
 def lora_file(request, pk):

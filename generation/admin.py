@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.html import format_html_join
 
-from generation.models import DiffusionModel, Generation, WorkerProbe
+from generation.models import DiffusionModel, Generation, LoraTraining, WorkerProbe
 from generation.registry import record_content_hash
 
 
@@ -41,3 +41,14 @@ class GenerationAdmin(admin.ModelAdmin):
 class WorkerProbeAdmin(admin.ModelAdmin):
     list_display = ("id", "created_at", "answered_at", "answered_by")
     readonly_fields = ("created_at", "answered_at", "answered_by")
+
+
+@admin.register(LoraTraining)
+class LoraTrainingAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "name", "base_model", "status", "step", "total_steps", "attempts", "worker",
+                    "created_at")
+    list_filter = ("status", "base_model")
+    search_fields = ("owner__username", "name", "trigger", "worker")
+    readonly_fields = ("created_at", "started_at", "finished_at", "heartbeat_at", "event_seq", "error_detail",
+                       "losses", "samples", "start_step")
+    raw_id_fields = ("owner", "album", "lora")

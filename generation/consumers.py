@@ -14,8 +14,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from generation import events
-from generation.models import Generation
+from generation.models import Generation, LoraTraining
 from generation.snapshots import job_snapshot
+from generation.training_queue import training_snapshot
 
 RECENT_JOBS_IN_SNAPSHOT = 20
 CLOSE_UNAUTHENTICATED = 4401
@@ -92,3 +93,50 @@ class GenerationConsumer(AsyncJsonWebsocketConsumer):
         else:
             jobs = Generation.objects.filter(owner=user).order_by("-created_at")[:RECENT_JOBS_IN_SNAPSHOT]
         return [job_snapshot(job) for job in jobs.select_related("model").prefetch_related("images")]
+
+
+class TrainingConsumer(GenerationConsumer):
+    """The stream of one LoRA training (``ws/trainings/<id>/``): a snapshot on connect, then
+    ``training.*`` events newer than it. Refusals and suspension as for job streams (inherited)."""
+
+    async def connect(self):
+        events.remember_server_loop()
+        self.joined: list[str] = []
+        self.seen = 0
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
+        training_id = self.scope["url_route"]["kwargs"]["training_id"]
+        if await self.snapshot(user, training_id) is None:
+            return await self.refuse(CLOSE_NOT_FOUND)
+        for name in (events.account_group(user.pk), events.training_group(training_id)):
+            await self.channel_layer.group_add(name, self.channel_name)
+            self.joined.append(name)
+        if not await self.still_active(user):
+            return await self.refuse(CLOSE_UNAUTHENTICATED)
+        await self.accept()
+        await self.send_snapshot(user, training_id)
+
+    async def send_snapshot(self, user, training_id):
+        snapshot = await self.snapshot(user, training_id)
+        if snapshot is not None:
+            self.seen = snapshot["seq"]
+            await self.send_json(snapshot)
+
+    async def receive_json(self, content, **kwargs):
+        """Clients may ask for a fresh snapshot (e.g. after a gap in sequence numbers)."""
+        if isinstance(content, dict) and content.get("type") == "training.resync":
+            await self.send_snapshot(self.scope["user"], self.scope["url_route"]["kwargs"]["training_id"])
+
+    async def training_event(self, message):
+        event = message["event"]
+        if event["seq"] <= self.seen:
+            return
+        self.seen = event["seq"]
+        await self.send_json(event)
+
+    @database_sync_to_async
+    def snapshot(self, user, training_id) -> dict | None:
+        training = (LoraTraining.objects.visible_to(user).select_related("lora")
+                    .filter(pk=training_id).first())
+        return training_snapshot(training) if training is not None else None

@@ -36,6 +36,11 @@ def job_group(job_id: int) -> str:
     return f"generation.job.{job_id}"
 
 
+def training_group(training_id: int) -> str:
+    """The stream of one LoRA training (`LoraTraining`): its owner's and staff's training page."""
+    return f"training.job.{training_id}"
+
+
 def user_group(user_id: int) -> str:
     return f"generation.user.{user_id}"
 
@@ -75,6 +80,17 @@ def publish(job, event_type: str, **payload) -> dict:
         _deliver([job_group(job.pk), user_group(job.owner_id)], {"type": "generation.event", "event": event})
     except Exception:  # best-effort: the row is the truth, a reconnect resyncs
         logger.warning("Could not publish %s for job %s", event_type, job.pk, exc_info=True)
+    return event
+
+
+def publish_training(training, event_type: str, **payload) -> dict:
+    """Send an event (`training.progress`, ...) about a LoRA training to its stream; best-effort
+    like `publish`, with a sequence number reserved on the training's row."""
+    event = {"type": event_type, "training": training.pk, "seq": training.next_event_seq(), **payload}
+    try:
+        _deliver([training_group(training.pk)], {"type": "training.event", "event": event})
+    except Exception:  # best-effort: the row is the truth, a reconnect resyncs
+        logger.warning("Could not publish %s for training %s", event_type, training.pk, exc_info=True)
     return event
 
 

@@ -229,3 +229,111 @@ class WorkerStatus(models.Model):
 
     def __str__(self):
         return self.identity
+
+
+def training_source_name(instance, filename: str) -> str:
+    """An uploaded training zip's storage name: private and unguessable (media is never served directly)."""
+    import secrets
+
+    token = secrets.token_hex(16)
+    return f"trainings/uploads/{token[:2]}/{token}.zip"
+
+
+class LoraTrainingQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=LoraTraining.ACTIVE_STATUSES)
+
+    def visible_to(self, user):
+        """The owner's own, staff everything: a training's images and samples are private."""
+        if user.is_authenticated and user.is_staff:
+            return self
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user)
+
+
+class LoraTraining(models.Model):
+    """One LoRA training job (queue ``training``). Like `Generation`, this row is the truth; queue
+    messages only nudge workers, and a run whose worker died resumes from its last checkpoint."""
+
+    Status = Generation.Status
+    ACTIVE_STATUSES = Generation.ACTIVE_STATUSES
+    FINAL_STATUSES = Generation.FINAL_STATUSES
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lora_trainings")
+    base_model = models.ForeignKey(DiffusionModel, on_delete=models.PROTECT, related_name="lora_trainings")
+    album = models.ForeignKey("gallery.Album", on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="lora_trainings", help_text="The images to learn from (their prompts "
+                                                                       "are the captions)")
+    upload = models.FileField(max_length=200, blank=True, editable=False, upload_to=training_source_name,
+                              help_text="Or a zip of images with same-named .txt captions (stored privately)")
+    image_count = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=60, help_text="The LoRA to create, as written in <lora:name:weight>")
+    trigger = models.CharField(max_length=100)
+    rank = models.PositiveIntegerField()
+    steps = models.PositiveIntegerField()
+    learning_rate = models.FloatField()
+    batch_size = models.PositiveIntegerField()
+    seed = models.BigIntegerField(default=0)
+    sample_every = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    start_step = models.PositiveIntegerField(default=0, help_text="The step the latest attempt resumed from")
+    losses = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...], downsampled")
+    eta_seconds = models.FloatField(null=True, blank=True)
+    samples = models.JSONField(default=list, blank=True, help_text="Storage names of the latest sample images")
+    samples_step = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    nudged_at = models.DateTimeField(null=True, blank=True)
+    event_seq = models.PositiveBigIntegerField(default=0)
+    error_message = models.TextField(blank=True, help_text="What went wrong, for the person")
+    error_detail = models.TextField(blank=True, help_text="The technical cause, for staff")
+    lora = models.ForeignKey("gallery.Lora", on_delete=models.SET_NULL, null=True, blank=True,
+                             related_name="trainings", help_text="The LoRA this training made")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LoraTrainingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"], name="training_status_created")]
+
+    def __str__(self):
+        return f"LoRA training {self.pk} {self.name!r} ({self.status})"
+
+    def get_absolute_url(self):
+        return reverse("generation:training", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def next_event_seq(self) -> int:
+        """Reserve the next sequence number for an event about this training (atomic across workers)."""
+        LoraTraining.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
+        self.event_seq = LoraTraining.objects.values_list("event_seq", flat=True).get(pk=self.pk)
+        return self.event_seq
+
+
+@receiver(post_delete, sender=LoraTraining)
+def delete_training_files(sender, instance: LoraTraining, **kwargs):
+    """Deleting a training deletes its uploaded zip and sample images, after commit."""
+    names = ([instance.upload.name] if instance.upload else []) + list(instance.samples or [])
+    if names:
+        storage = instance.upload.storage
+
+        def remove():
+            for name in names:
+                storage.delete(name)
+
+        transaction.on_commit(remove)

@@ -6,12 +6,15 @@ worker, which then claims whichever queued job of that model is fairest (`claim_
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from django.db.models import (Avg, Count, DurationField, ExpressionWrapper, F, IntegerField, OuterRef, Subquery,
                               Window)
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from generation import events
+from generation import diffusion, events  # batch_key loads torch on first use, in workers only (PEP 562)
 from generation.models import Generation
 
 Status = Generation.Status
@@ -70,19 +73,80 @@ def announce_positions(model_id: int) -> None:
         events.publish(job, "generation.queued", position=index + 1, eta=round((index + 1) * each, 1))
 
 
-def claim_next_job(worker: str, model_id: int | None = None) -> Generation | None:
-    """Atomically move the fairest queued job to running for `worker`.
+def _claim(candidate: int, worker: str) -> bool:
+    """The conditional update (queued → running): two workers, or one message delivered twice,
+    never run the same job twice."""
+    now = timezone.now()
+    return bool(Generation.objects.filter(pk=candidate, status=Status.QUEUED, cancel_requested=False).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
+        attempts=F("attempts") + 1, step=0, preview="",
+    ))
 
-    The conditional update (queued → running) means two workers, or one message
-    delivered twice, never run the same job twice.
-    """
+
+def claim_next_job(worker: str, model_id: int | None = None) -> Generation | None:
+    """Atomically move the fairest queued job to running for `worker`."""
     for candidate in fair_order(model_id).values_list("pk", flat=True)[:20]:
-        now = timezone.now()
-        claimed = Generation.objects.filter(pk=candidate, status=Status.QUEUED, cancel_requested=False).update(
-            status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
-            attempts=F("attempts") + 1, step=0, preview="",
-        )
-        if claimed:
+        if _claim(candidate, worker):
             return Generation.objects.select_related("model", "owner").get(pk=candidate)
     return None
+
+
+BATCH_POLL_SECONDS = 0.005  # how often the batch window looks for new companions
+BATCH_SCAN = 200  # queued jobs of the model looked at per look, in fair order
+BATCH_WINDOW_STRETCH = 5  # the longest wait for companions, in windows
+BUSY_SECONDS = 10  # someone else submitted to the model this recently: companions may be on their way
+
+
+def job_batch_key(params: dict) -> tuple | None:
+    """The engine's batch key of a stored request (`diffusion.batch_key`); None: it runs alone."""
+    try:
+        return diffusion.batch_key(diffusion.GenerationRequest.from_dict(params))
+    except Exception:  # a row the engine cannot read: it runs alone and fails there, with a reason
+        return None
+
+
+def others_submitted_recently(job: Generation) -> bool:
+    """Whether someone other than the job's owner submitted to its model in the last `BUSY_SECONDS`."""
+    since = timezone.now() - timedelta(seconds=BUSY_SECONDS)
+    return Generation.objects.filter(model_id=job.model_id, created_at__gte=since).exclude(
+        owner_id=job.owner_id).exists()
+
+
+def claim_compatible_jobs(worker: str, first: Generation, limit: int, window_seconds: float) -> list[Generation]:
+    """Claim up to `limit` more queued jobs that can share `first`'s batch (same model and
+    `diffusion.batch_key`), in the fair queue's order, waiting at most `window_seconds` for them.
+
+    Fairness holds across a batch because the companions are taken in `fair_order`: one person's
+    eight queued jobs rank behind everyone else's first, so they fill a batch only where nobody
+    else waits. Each companion is claimed by the same conditional update as a single job, so
+    recovery treats a batch's jobs one by one (heartbeats, re-queueing).
+
+    Each companion that arrives opens the window again (up to `BATCH_WINDOW_STRETCH` windows in
+    all): people who submit "at once" reach the database over tens of milliseconds (measured
+    through the site on 2 cores: eight simultaneous submissions were split 7 + 1 and 5 + 3 with a
+    fixed 50 ms window), while a job nobody joins waits one window only. The window opens only while
+    the model is busy (`others_submitted_recently`): one person's jobs one after another on a quiet
+    site never wait for companions that cannot come (measured: the 50 ms window was 7% of the
+    built-in model's default job)."""
+    key = job_batch_key(first.params)
+    if key is None or limit <= 0:
+        return []
+    if not others_submitted_recently(first):
+        window_seconds = 0.0  # nobody else is about: take what is queued, but make a lone person wait for nobody
+    started = time.monotonic()
+    deadline = started + window_seconds
+    claimed: list[int] = []
+    while True:
+        for candidate, params in fair_order(first.model_id).values_list("pk", "params")[:BATCH_SCAN]:
+            if len(claimed) >= limit:
+                break
+            if job_batch_key(params) == key and _claim(candidate, worker):
+                claimed.append(candidate)
+                deadline = min(time.monotonic() + window_seconds, started + BATCH_WINDOW_STRETCH * window_seconds)
+        left = deadline - time.monotonic()
+        if len(claimed) >= limit or left <= 0:
+            break
+        time.sleep(min(BATCH_POLL_SECONDS, left))
+    jobs = Generation.objects.select_related("model", "owner").in_bulk(claimed)
+    return [jobs[pk] for pk in claimed]
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from generation import events
 from generation.models import Generation
 from generation.tasks import nudge
+from generation.training_jobs import recover_trainings
 
 logger = logging.getLogger(__name__)
 Status = Generation.Status
@@ -92,6 +93,9 @@ class RecoveryLoop:
                 report = recover_jobs(on_startup=first)
                 if report.renudged or report.retried or report.failed:
                     logger.info("Job recovery: %s", report)
+                trainings = recover_trainings(on_startup=first)  # LoRA trainings: the same rules
+                if any(trainings.values()):
+                    logger.info("LoRA training recovery: %s", trainings)
                 first = False
             except Exception:
                 logger.exception("Job recovery failed; trying again later")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import threading
 import time
 import traceback
 
 from django.conf import settings
-from PIL import Image
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -18,58 +15,29 @@ from generation import diffusion, events  # the ML core loads torch when a job f
 from gallery.models import Lora
 from generation.models import Generation
 from generation.outputs import image_summary, store_checked_image
+from generation import progress as progress_module
+from generation.progress import JobProgress
 from generation.sources import load_sources
 from generation.workers import RUNNING_JOBS, load_for_job
 
 logger = logging.getLogger(__name__)
 Status = Generation.Status
 
-PREVIEW_INTERVAL_SECONDS = 0.1  # at most ~10 previews per second per job
-PREVIEW_SIZE = 256
-ETA_SMOOTHING = 0.25  # weight of the newest step time in the moving average of step times
-
-
-class StepTimer:
-    """A smoothed estimate of the time left: an exponential moving average of step times.
-
-    The engine's own estimate (elapsed / steps done) counts the first step's warm-up in every later
-    estimate and follows each slow or fast step, so it jumps; this one starts from the first step's
-    time (replaced by the second step's, when shorter: the first holds the warm-up) and moves by a
-    quarter of each new step's difference. The model's load time is never in it
-    (the runner starts the timer after loading)."""
-
-    def __init__(self, started: float):
-        self.last_time, self.last_step = started, 0
-        self.first_step: int | None = None
-        self.average: float | None = None
-
-    def observe(self, step: int, total: int, now: float) -> float:
-        steps = step - self.last_step
-        if steps > 0:
-            each = (now - self.last_time) / steps
-            if self.average is None or self.last_step == self.first_step:
-                # The first interval also holds the run's preparation (prompt encoding, warm-up):
-                # it is only a first guess, replaced by the first plain step's time.
-                self.average = each if self.average is None else min(self.average, each)
-            else:
-                self.average += ETA_SMOOTHING * (each - self.average)
-            if self.first_step is None:
-                self.first_step = step
-            self.last_time, self.last_step = now, step
-        return max(0.0, (self.average or 0.0) * (total - step))
 
 class Heartbeat:
-    """Records every few seconds that this worker is still running the job."""
+    """Records every few seconds that this worker is still running the job -- or the jobs of a
+    batch, together, in one update (a job that left the batch is no longer running: the update
+    skips it). ``rows``: the model of the rows (a LoRA training beats the same way)."""
 
-    def __init__(self, job_id: int, worker: str):
-        self.job_id, self.worker = job_id, worker
+    def __init__(self, job_ids: int | list[int], worker: str, rows=Generation):
+        self.job_ids, self.worker, self.rows = ([job_ids] if isinstance(job_ids, int) else list(job_ids)), worker, rows
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.job_ids[0]}", daemon=True)
 
     def _beat(self):
         try:
             while not self._stop.wait(settings.LDM_HEARTBEAT_SECONDS):
-                Generation.objects.filter(pk=self.job_id, status=Status.RUNNING, worker=self.worker).update(
+                self.rows.objects.filter(pk__in=self.job_ids, status=Status.RUNNING, worker=self.worker).update(
                     heartbeat_at=timezone.now()
                 )
         finally:
@@ -82,20 +50,6 @@ class Heartbeat:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def preview_data_url(picture, size: int = PREVIEW_SIZE) -> str:
-    """The preview as a WebP data URL, its longer side scaled to `size` smoothly (bicubic): the
-    engine's previews are at latent resolution (1/8 of the image), and a nearest-neighbour
-    enlargement shows them as blocks, nothing like the image to come."""
-    picture = picture.convert("RGB")
-    scale = size / max(picture.size)
-    if scale > 1:
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                                 Image.BICUBIC)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="WEBP", quality=70)
-    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def people_message(error: BaseException) -> str:
@@ -205,29 +159,6 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             load_started = time.monotonic()
             loaded = load_for_job(job.model)
             load_seconds = round(time.monotonic() - load_started, 2)
-            timer = StepTimer(time.monotonic())
-            last_sent = 0.0
-
-            def on_progress(progress):
-                nonlocal last_sent
-                now = time.monotonic()
-                eta = timer.observe(progress.step, progress.total, now)
-                final = progress.step >= progress.total
-                if now - last_sent < PREVIEW_INTERVAL_SECONDS and not final:
-                    return
-                first = last_sent == 0.0
-                last_sent = now
-                changes = {"step": progress.step, "total_steps": progress.total, "heartbeat_at": timezone.now(),
-                           "metadata": {"live": {"eta": round(eta, 1), "at": time.time(), "load_seconds": load_seconds}}}
-                payload = {"step": progress.step, "total": progress.total,
-                           "eta": round(eta, 1), "elapsed": round(progress.elapsed, 2)}
-                if first:
-                    payload["load_seconds"] = load_seconds
-                if progress.preview is not None:
-                    # Kept on the row in the same update, for clients that (re)connect or poll.
-                    payload["preview"] = changes["preview"] = preview_data_url(progress.preview)
-                Generation.objects.filter(pk=job.pk).update(**changes)
-                events.publish(job, "generation.progress", **payload)
 
             def should_cancel() -> bool:
                 return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
@@ -238,22 +169,124 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             source = load_sources(job) if request.has_source else None
             if request.has_source and source is None:
                 raise ValueError(f"job {job.pk} is {request.mode} but has no stored source picture")
-            result = diffusion.generate(loaded, request, source=source, on_progress=on_progress,
-                                        should_cancel=should_cancel, loras=lora_files(job),
-                                        preview_size=None)  # latent resolution; enlarged smoothly here
+            # Row updates, previews and channel sends happen on the publisher's thread, not between
+            # steps (generation.progress); closed (last step out) before the job's final event.
+            with JobProgress(job, load_seconds) as progress:
+                result = diffusion.generate(loaded, request, source=source, on_progress=progress.update,
+                                            should_cancel=should_cancel, loras=lora_files(job),
+                                            preview_size=None)  # latent resolution; enlarged smoothly there
             images = store_images(job, result)
         except diffusion.GenerationCancelled as cancelled:
             finish_cancelled(job, worker, cancelled)
             return
         except Exception as error:  # every failure becomes a definite, explained state
-            logger.exception("Job %s failed", job.pk)
-            message = people_message(error)
-            detail = "".join(traceback.format_exception(error))[-10_000:]
-            if finish(job, worker, status=Status.FAILED, error_message=message, error_detail=detail):
-                events.publish(job, "generation.failed", message=message)
+            fail_job(job, worker, error)
             return
 
         metadata = {**job_metadata(result), "load_seconds": load_seconds}
         if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
             events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
 
+
+# --- Batches: several people's compatible jobs as one engine run (issue 28) --------------------------
+
+BATCH_PUBLISH_MAX_INTERVAL = 0.5  # seconds: a batch's jobs still show progress twice a second
+
+
+class CancelRequests:
+    """The cancel checks of a batch's jobs: one query per step for the whole batch, not one per job.
+
+    The engine asks each job's check once per step, in order; a job that asks again means a new
+    step, and the cancel flags of every job of the batch are read again."""
+
+    def __init__(self, job_ids: list[int]):
+        self.job_ids = job_ids
+        self._asked: set[int] = set()
+        self._requested: set[int] = set()
+
+    def check(self, job_id: int) -> bool:
+        if not self._asked or job_id in self._asked:
+            self._requested = set(Generation.objects.filter(pk__in=self.job_ids, cancel_requested=True)
+                                  .values_list("pk", flat=True))
+            self._asked.clear()
+        self._asked.add(job_id)
+        return job_id in self._requested
+
+    def for_job(self, job_id: int):
+        return lambda: self.check(job_id)
+
+
+def fail_job(job: Generation, worker: str, error: BaseException) -> None:
+    """Record a job's failure: the person's words and the technical detail (for staff)."""
+    logger.error("Job %s failed", job.pk, exc_info=error)
+    message = people_message(error)
+    detail = "".join(traceback.format_exception(error))[-10_000:]
+    if finish(job, worker, status=Status.FAILED, error_message=message, error_detail=detail):
+        events.publish(job, "generation.failed", message=message)
+
+
+def conclude_job(job: Generation, worker: str, outcome, load_seconds: float) -> None:
+    """A batch job's outcome becomes its final state: stored images, the cancellation (with what
+    the run had) or the failure -- this job's alone, whatever its companions' were."""
+    if isinstance(outcome, diffusion.GenerationCancelled):
+        finish_cancelled(job, worker, outcome)
+        return
+    if isinstance(outcome, BaseException):
+        fail_job(job, worker, outcome)
+        return
+    try:
+        images = store_images(job, outcome)
+    except Exception as error:
+        fail_job(job, worker, error)
+        return
+    metadata = {**job_metadata(outcome), "load_seconds": load_seconds}
+    if finish(job, worker, status=Status.SUCCEEDED, step=job.total_steps, metadata=metadata):
+        events.publish(job, "generation.succeeded", images=[image_summary(image) for image in images])
+
+
+def execute_generation_batch(jobs: list[Generation], worker: str) -> None:
+    """Run jobs this worker has claimed together (`queue.claim_compatible_jobs`) as one batch."""
+    thread = threading.current_thread().name
+    for index, job in enumerate(jobs):
+        RUNNING_JOBS[f"{thread}#{index}"] = job.pk
+    try:
+        run_claimed_batch(jobs, worker)
+    finally:
+        for index in range(len(jobs)):
+            RUNNING_JOBS.pop(f"{thread}#{index}", None)
+
+
+def run_claimed_batch(jobs: list[Generation], worker: str) -> None:
+    """The batch's jobs heartbeat together; each has its own progress publisher, cancel check and
+    outcome (`diffusion.generate_batch`: a job that fails or is cancelled leaves the others'
+    images unchanged). A worker that dies mid-batch leaves every job's heartbeat to go stale, and
+    recovery re-queues them one by one."""
+    ids = [job.pk for job in jobs]
+    with Heartbeat(ids, worker):
+        for job in jobs:
+            events.publish(job, "generation.started", total=job.total_steps)
+            events.publish(job, "generation.loading", total=job.total_steps)
+        load_started = time.monotonic()
+        try:
+            loaded = load_for_job(jobs[0].model)
+        except Exception as error:
+            for job in jobs:
+                fail_job(job, worker, error)
+            return
+        load_seconds = round(time.monotonic() - load_started, 2)
+        cancels = CancelRequests(ids)
+        # Each job of a batch publishes less often (a batch of n: n times the interval, at most
+        # BATCH_PUBLISH_MAX_INTERVAL): the worker's row updates, preview encodings and channel sends
+        # then stay near one job's, instead of competing n-fold with the batch for the cores.
+        interval = min(progress_module.PUBLISH_INTERVAL_SECONDS * len(jobs), BATCH_PUBLISH_MAX_INTERVAL)
+        progresses = [JobProgress(job, load_seconds, interval=interval) for job in jobs]
+        try:
+            outcomes = diffusion.generate_batch(
+                loaded, [job.request for job in jobs], on_progress=[progress.update for progress in progresses],
+                should_cancel=[cancels.for_job(job.pk) for job in jobs],
+                preview_size=None)  # latent resolution; enlarged smoothly by the publisher
+        finally:
+            for progress in progresses:  # the last steps out before the final events
+                progress.close()
+        for job, outcome in zip(jobs, outcomes):
+            conclude_job(job, worker, outcome, load_seconds)

@@ -15,9 +15,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation import admission, events, sources
-from generation.models import DiffusionModel, Generation, WorkerProbe
+from generation.models import DiffusionModel, Generation, LoraTraining, WorkerProbe
 from generation.queue import queue_position
 from generation.tasks import answer_worker_probe, nudge
+from generation.training_jobs import cancel_training
 
 Status = Generation.Status
 
@@ -103,11 +104,15 @@ def cancel_generation(job: Generation) -> Generation:
 
 
 def cancel_active_jobs_of(user) -> int:
-    """Cancel every queued or running job of `user` (used when an account is suspended)."""
+    """Cancel every queued or running job and LoRA training of `user` (used when an account is
+    suspended)."""
     jobs = list(Generation.objects.filter(owner=user).active())
     for job in jobs:
         cancel_generation(job)
-    return len(jobs)
+    trainings = list(LoraTraining.objects.filter(owner=user, status__in=LoraTraining.ACTIVE_STATUSES))
+    for training in trainings:
+        cancel_training(training)
+    return len(jobs) + len(trainings)
 
 
 # --- Workers ------------------------------------------------------------------------

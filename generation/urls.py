@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from generation import views
+from generation import training_views, views
 
 app_name = "generation"
 
@@ -13,4 +13,9 @@ urlpatterns = [
     path("generations/<int:pk>/", views.detail, name="detail"),
     path("generations/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("workers/", views.workers, name="workers"),
+    # LoRA training (pages beside /loras/, which the gallery serves).
+    path("loras/train/", training_views.train, name="train_lora"),
+    path("loras/trainings/<int:pk>/", training_views.training_page, name="training"),
+    path("loras/trainings/<int:pk>/samples.png", training_views.training_samples, name="training_samples"),
+    path("loras/trainings/<int:pk>/cancel/", training_views.training_cancel, name="training_cancel"),
 ]

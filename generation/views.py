@@ -10,10 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from gallery.models import Image
+from gallery.models import Image, Lora
 from generation import sources
 from generation.admission import Refusal
-from generation.diffusion import read_png_parameters
+from generation.diffusion import MAX_LORAS, parse_lora_hashes, parse_lora_tags, parse_parameters, read_png_metadata
 from generation.diffusion.pngmeta import PngMetadataError
 from generation.diffusion.request import INPAINTING_FILLS, RESIZE_MODES, GenerationRequest
 from generation.forms import GenerateForm, form_id
@@ -64,6 +64,29 @@ def remix_params(image: Image | None) -> dict | None:
     if image.model:
         params["model"] = image.model.slug
     return params
+
+
+def restore_loras(user, prompt: str, pairs, hashes_text: str = "") -> tuple[str, list, list[str]]:
+    """A recorded request's LoRAs for the generate form (Remix, PNG import): (the prompt without its
+    ``<lora:...>`` tags, the (name, weight) pairs as ``user`` names them now, a message for each
+    LoRA they cannot use). The tags move into the LoRA field rather than staying in the prompt too:
+    the validator adds up the weights of a LoRA named twice (A1111 applies each mention), so both
+    would double them."""
+    prompt, tagged, _ = parse_lora_tags(prompt or "")
+    pairs = [(str(name), float(weight)) for name, weight in (pairs or ())] + tagged
+    restored, problems = Lora.objects.restore_for(user, pairs[:MAX_LORAS], parse_lora_hashes(hashes_text or ""))
+    if len(pairs) > MAX_LORAS:
+        problems.append(f"only the first {MAX_LORAS} LoRAs were kept: a request takes at most {MAX_LORAS}")
+    return prompt, restored, problems
+
+
+def remix_loras(image: Image, remix: dict, user) -> list[str]:
+    """Put the LoRAs ``image`` was made with into ``remix`` as ``user`` may name them; the messages
+    about those they cannot use."""
+    hashes = parse_parameters(image.parameters)[1].get("Lora hashes", "") if image.parameters else ""
+    remix["prompt"], remix["loras"], problems = restore_loras(user, remix.get("prompt", ""), remix.get("loras"),
+                                                              hashes)
+    return problems
 
 
 def remix_source(image: Image | None, user) -> dict:
@@ -143,6 +166,9 @@ def generate(request):
     try:
         image = remix_image(request)
         remix = remix_params(image)
+        if remix is not None:
+            for problem in remix_loras(image, remix, request.user):
+                messages.warning(request, problem[:1].upper() + problem[1:] + ".")
         picked = remix_source(image, request.user) if image is not None else {}
         source_image = picked_source_image(request)
         if source_image is not None:  # "Use as input" wins over a Remix's own source
@@ -151,9 +177,14 @@ def generate(request):
         for message in error.messages():
             messages.error(request, message)
     default = DiffusionModel.default()
-    if remix and remix.get("model"):
-        default = DiffusionModel.objects.filter(enabled=True, slug=remix["model"]).first() or default
+    # ?model=<slug> ("Generate with" on Models & LoRAs) and ?lora=<name> (a LoRA's page) start the
+    # form there; a Remix's own model and LoRAs win.
+    picked_slug = (remix or {}).get("model") or request.GET.get("model", "")[:100]
+    if picked_slug:
+        default = DiffusionModel.objects.filter(enabled=True, slug=picked_slug).first() or default
     form = GenerateForm(initial=GenerateForm.initial_for(default, remix))
+    if remix is None and request.GET.get("lora"):
+        form.initial["loras"] = f"{request.GET['lora'][:100]}:1"
     return render(request, "generation/generate.html", {"form": form, "models": models,
                                                         "recent": recent_jobs(request.user),
                                                         **source_context(**picked)})
@@ -313,12 +344,17 @@ def import_png(request):
     if upload.size > MAX_IMPORT_BYTES:
         return JsonResponse({"errors": {"file": "is larger than 20 MB"}}, status=400)
     try:
-        fields = read_png_parameters(upload.read())  # text chunks only: no pixel is decoded
+        found = read_png_metadata(upload.read())  # text chunks only: no pixel is decoded
     except PngMetadataError as error:
         return JsonResponse({"errors": {"file": str(error)}}, status=400)
+    fields = found["fields"]
     if not fields:
         return JsonResponse({"errors": {"file": "has no generation parameters in it"}}, status=400)
-    return JsonResponse({"fields": fields})
+    # The LoRA field is always sent (empty: none), so one left from before does not linger.
+    fields["prompt"], loras, problems = restore_loras(request.user, fields.get("prompt", ""), fields.get("loras"),
+                                                      found["extra"].get("Lora hashes", ""))
+    fields["loras"] = ", ".join(f"{name}:{weight:g}" for name, weight in loras)
+    return JsonResponse({"fields": fields, "lora_problems": problems})
 
 
 @login_required

@@ -16,6 +16,7 @@ import dramatiq
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
 from generation import diffusion  # the ML core loads torch on first use of a model class (PEP 562)
@@ -38,24 +39,62 @@ def process_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def start_embedded_worker(threads: int) -> dramatiq.Worker:
-    """Consume the in-process broker with `threads` worker threads (embedded mode).
+TRAINING_QUEUE = "training"  # LoRA trainings: minutes long, so never in the way of generation jobs
+
+
+class WorkerForQueuesExcept(dramatiq.Worker):
+    """A worker for every queue declared, now or later, except ``excluded``: dramatiq's own
+    ``queues`` whitelist is fixed at start, and a model's queue may be declared later (`tasks.nudge`)."""
+
+    def __init__(self, broker, *, excluded: set[str], **options):
+        self.excluded = set(excluded)
+        super().__init__(broker, **options)
+
+    def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
+        if q_name(queue_name) not in self.excluded:
+            super()._add_consumer(queue_name, delay=delay)
+
+
+class EmbeddedWorkers:
+    """The worker threads of the server process (embedded mode): `threads` for generation jobs and
+    one of its own for LoRA trainings, so a training of several minutes never holds up the jobs of
+    the generate page (on 2 cores both then run, each on one torch thread: `apply_torch_threads`)."""
+
+    def __init__(self, threads: int):
+        broker = dramatiq.get_broker()
+        self.workers = [
+            WorkerForQueuesExcept(broker, excluded={TRAINING_QUEUE}, worker_threads=threads, worker_timeout=200),
+            dramatiq.Worker(broker, queues={TRAINING_QUEUE}, worker_threads=1, worker_timeout=200),
+        ]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self, timeout: int) -> None:
+        for worker in self.workers:
+            worker.stop(timeout=timeout)
+
+
+def start_embedded_worker(threads: int) -> EmbeddedWorkers:
+    """Consume the in-process broker with `threads` worker threads, plus one for LoRA trainings
+    (embedded mode).
 
     In scale-out mode workers are separate `manage.py rundramatiq` processes and
     this is not called (settings set the thread count to 0).
     """
-    worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=threads, worker_timeout=200)
-    worker.start()
-    atexit.register(stop_embedded_worker, worker)
-    logger.info("Started %d embedded worker thread(s).", threads)
-    return worker
+    workers = EmbeddedWorkers(threads)
+    workers.start()
+    atexit.register(stop_embedded_worker, workers)
+    logger.info("Started %d embedded worker thread(s) and one for LoRA trainings.", threads)
+    return workers
 
 
-def stop_embedded_worker(worker: dramatiq.Worker, timeout_ms: int = 5_000) -> None:
+def stop_embedded_worker(workers: EmbeddedWorkers, timeout_ms: int = 5_000) -> None:
     """Stop the worker threads (at exit, or earlier), once: stopping again at exit would write to a
     database that may be gone by then."""
-    atexit.unregister(stop_embedded_worker)  # the only embedded worker of this process
-    worker.stop(timeout=timeout_ms)
+    atexit.unregister(stop_embedded_worker)  # the only embedded workers of this process
+    workers.stop(timeout=timeout_ms)
 
 
 # --- The resident model cache ---------------------------------------------------------------------
@@ -116,7 +155,7 @@ def load_for_job(model):
     apply_torch_threads()
     clip_source = model.clip_source or None
     return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source,
-                             precision_cache=precision_cache_file())
+                             precision_cache=precision_cache_file(), fast_path=settings.LDM_FAST_PATH)
 
 
 def precision_cache_file():
@@ -147,18 +186,29 @@ class WorkerStatusMiddleware(Middleware):
     def __init__(self):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._workers: list = []  # one status row per process, also when it runs two workers (embedded mode)
+        self._workers_lock = threading.Lock()
 
     def after_worker_boot(self, broker, worker):
+        with self._workers_lock:
+            self._workers.append(worker)
+            if len(self._workers) > 1:
+                return  # the first worker's thread reports for every worker of the process
         # A fresh event per boot: a thread of an earlier boot that outlived its join stays stopped.
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._report,
-                                        args=(broker, worker, settings.LDM_HEARTBEAT_SECONDS, self._stop),
+                                        args=(broker, settings.LDM_HEARTBEAT_SECONDS, self._stop),
                                         name="worker-status", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker, worker):
         from generation.models import WorkerStatus  # see the class docstring
 
+        with self._workers_lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            if self._workers:
+                return  # another worker of this process still runs
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.JOIN_SECONDS)
@@ -171,13 +221,14 @@ class WorkerStatusMiddleware(Middleware):
         finally:
             close_old_connections()
 
-    def _report(self, broker, worker, interval, stop: threading.Event):
+    def _report(self, broker, interval, stop: threading.Event):
         from generation.models import WorkerStatus  # see the class docstring
 
         started = timezone.now()
         while not stop.is_set():
             # Read each time: a model's queue may be declared after the worker booted.
-            queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
+            with self._workers_lock:
+                queues = sorted({name for worker in self._workers for name in list(worker.consumers)})
             try:
                 WorkerStatus.objects.update_or_create(identity=process_identity(), defaults={
                     "queues": [q for q in queues if not q.endswith(".DQ")], "resident_models": resident_models(),

@@ -170,6 +170,12 @@ VARIABLES: tuple[Variable, ...] = (
              "CPU cores the process may use (at least 1), so the web server keeps a core and torch's threads do "
              "not spin against it; in scale-out mode (and for `manage.py generate`) torch's own default, one per "
              "core."),
+    Variable("LDM_FAST_PATH", "auto", choice_parser(("auto", "on", "off")),
+             "GPU fast path (`generation/diffusion/fastpath.py`): channels_last UNet and VAE, SDPA attention, "
+             "cuDNN autotuning and the UNet compiled with `torch.compile` and warmed up at load for the model's "
+             "default size. `auto`: on for CUDA devices only; `on`: on any device; `off`: models run exactly as "
+             "loaded. Sizes not compiled at load and jobs with LoRAs run the UNet uncompiled rather than waiting "
+             "for a recompile."),
     Variable("LDM_MODEL_CACHE_MB", "8192", int_parser(1),
              "Memory budget of each worker's resident model cache; least recently used models are evicted "
              "beyond it."),
@@ -178,6 +184,16 @@ VARIABLES: tuple[Variable, ...] = (
              "workers with `rundramatiq --queues NAME` to route models to the hosts that serve them."),
     Variable("LDM_MAX_ACTIVE_JOBS", "20", int_parser(1, 10000),
              "Queued plus running jobs one person may have at once."),
+    Variable("LDM_MAX_ACTIVE_TRAININGS", "1", int_parser(1, 100),
+             "Queued plus running LoRA trainings one person may have at once (staff are exempt)."),
+    Variable("LDM_MAX_BATCH", "8", int_parser(1, 64),
+             "Compatible queued jobs (same model, size, steps, sampler; text to image without hires fix, CLIP "
+             "guidance or LoRAs) one worker runs together as one batch, in the fair queue's order. 1: one job at a "
+             "time."),
+    Variable("LDM_BATCH_WINDOW_MS", "50", int_parser(0, 10000),
+             "How long a worker that claimed a job waits for compatible companions before it starts a batch; each "
+             "companion that arrives opens the window again, up to 5 windows in all. Only while someone else has "
+             "submitted to the model in the last 10 s: one person alone on a quiet site never waits. 0: no waiting."),
     Variable("LDM_JOB_MAX_ATTEMPTS", "3", int_parser(1, 100),
              "Attempts for a job whose worker died before it is failed with the reason."),
     Variable("LDM_JOB_TIME_LIMIT_SECONDS", "3600", int_parser(10),

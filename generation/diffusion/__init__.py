@@ -9,6 +9,8 @@ Public API (see docs/PERFORMANCE.md and the module docstrings for details)::
                                limits=model.limits)
     model = cache.get("path/or/hub-id")           # ModelCache(max_bytes).get -> LoadedModel
     result = generate(model, request, on_progress=..., should_cancel=...)
+    # several people's compatible requests as one batch (one outcome each, bit-identical to alone)
+    outcomes = generate_batch(model, [request, other], on_progress=[..., ...], should_cancel=[..., ...])
     # image to image: the pictures travel beside the request (mode img2img / inpaint / outpaint)
     result = generate(model, request, source=SourceImages(init_image, mask))
     write_png(result.images[0], result.metadata[0], result.parameters[0], "out.png")
@@ -43,6 +45,11 @@ _LAZY = {
     "ENGINE_VERSION": "engine",
     "library_versions": "engine",
     "guided_step_indices": "engine",
+    # batching across people
+    "generate_batch": "batch",
+    "batch_key": "batch",
+    "PerSampleScale": "batch",
+    "make_batch_invariant": "invariance",
     # loading and caching
     "load_pipeline": "loading",
     "LoadedModel": "loading",
@@ -101,6 +108,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .clip import ClipBundle, clip_score, clip_scores, spherical_dist_loss
     from .engine import (ENGINE_VERSION, GenerationCancelled, GenerationResult, StepProgress, generate,
                          guided_step_indices, library_versions)
+    from .batch import PerSampleScale, batch_key, generate_batch
+    from .invariance import make_batch_invariant
     from .loading import LoadedModel, load_pipeline
     from .lora import (LoraFile, LoraFileError, LoraMismatch, check_lora, lora_hash, model_skeleton, read_lora,
                        save_lora, to_kohya, use_loras)

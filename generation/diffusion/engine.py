@@ -65,6 +65,7 @@ from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPip
 from PIL import Image
 
 from .autoguidance import AutoguidedUNet
+from .invariance import kernels_name, make_batch_invariant
 from .clip import clip_guidance_gradient, clip_scores, guided_model_output
 from .loading import LoadedModel
 from .lora import AppliedLora, lora_hashes_text, resolve_loras, use_loras
@@ -592,6 +593,7 @@ class _Job:
     evaluations: int = 0  # model evaluations this pass runs (progress total before the pass starts)
     done_before: int = 0  # evaluations of the passes before this one
     prompt_weighting: dict[str, Any] | None = None  # whether the prompts went as weighted embeddings (.prompts)
+    kernels: str | None = None  # which Linear/Conv2d kernels ran (.invariance.kernels_name)
 
 
 def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceImages | None = None,
@@ -620,6 +622,7 @@ def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceIm
     """
     clock = _Clock(started=time.perf_counter())
     check_inputs(model, request, source)
+    use_invariant_kernels(model)
     lora_sources = resolve_loras(request.loras, loras) if request.loras else []
     if should_cancel is not None and should_cancel():
         raise GenerationCancelled(0, request.steps)
@@ -627,11 +630,21 @@ def generate(model: LoadedModel, request: GenerationRequest, *, source: SourceIm
     with use_loras(model, lora_sources) as applied:
         job = prepare(model, request, clock, watched=on_progress is not None,
                       cancellable=should_cancel is not None, source=source)
+        job.kernels = kernels_name(model.device)
         images = run(job, request, on_progress=on_progress, should_cancel=should_cancel, preview_size=preview_size)
     result = describe(model, request, job, images, loras=applied)
     if job.interrupted is not None:
         raise GenerationCancelled(*job.interrupted, result=result)
     return result
+
+
+def use_invariant_kernels(model: LoadedModel) -> None:
+    """Give the model's layers batch-invariant kernels (on the CPU; once per model): a job run here
+    alone and the same job inside a batch of other people's (:mod:`.batch`) are then the same
+    computation, bit for bit (:mod:`.invariance`)."""
+    pipeline = model.pipeline
+    make_batch_invariant(pipeline.unet, pipeline.vae, getattr(pipeline, "text_encoder", None),
+                         getattr(pipeline, "text_encoder_2", None), model.guide_unet)
 
 
 def check_inputs(model: LoadedModel, request: GenerationRequest, source: SourceImages | None = None) -> None:
@@ -871,7 +884,7 @@ def _step_end_callback(top: _Job, job: _Job, on_progress: Callable[[StepProgress
 
 
 def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: list[Image.Image],
-             loras: Sequence[AppliedLora] = ()) -> GenerationResult:
+             loras: Sequence[AppliedLora] = (), extra: Mapping[str, Any] | None = None) -> GenerationResult:
     """The result: CLIP scores, timings, one metadata record and one A1111 infotext per image
     (an interrupted run's records say ``"interrupted": true`` and the step it reached)."""
     clock = job.clock
@@ -909,6 +922,8 @@ def describe(model: LoadedModel, request: GenerationRequest, job: _Job, images: 
         "clip_guided_steps": list(job.guidance.done) if job.guidance else [],
         "preview_projection": job.preview.source if job.preview is not None else None,
         "pipeline_class": type(job.pipe).__name__,
+        "kernels": job.kernels,  # batch-invariant on the CPU (.invariance)
+        **(extra or {}),  # a batched run: its size (.batch)
         "prompt_weighting": job.prompt_weighting,
         "output_size": list(images[0].size) if images else list(request.output_size),
     }

@@ -37,6 +37,7 @@ import torch
 
 from .autoguidance import guide_unet_path, load_guide_unet
 from .clip import CLIP_MEAN, CLIP_STD, ClipBundle
+from .fastpath import apply_fast_path
 from .hashing import directory_content_hash
 from .precision import (DevicePrecision, choose_device_and_dtype, dtype_name, measure_precision, measured_choice,
                         precision_candidates, quiet_dtype_casts)
@@ -73,6 +74,7 @@ class LoadedModel:
     load_seconds: float
     preview_factors: LatentPreview | None = None
     guide_unet: Any = None  # for autoguidance; None when the model directory has no guide_unet/
+    fast_path: Any = None  # what .fastpath.apply_fast_path did (LDM_FAST_PATH); None: never asked
     _preview_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -123,6 +125,8 @@ class LoadedModel:
             "clip_model": self.clip.name if self.clip else None,
             "guide_unet": self.guide_unet is not None,
             "precision": self.precision.to_dict(),
+            # only when on: a model loaded without the fast path records exactly what it did before
+            **({"fast_path": self.fast_path.to_dict()} if getattr(self.fast_path, "enabled", False) else {}),
         }
 
 
@@ -330,7 +334,8 @@ def _choose_by_measurement(pipeline, precision: DevicePrecision, content_hash: s
 
 def load_pipeline(source: str, *, device: str | torch.device | None = None,
                   dtype: torch.dtype | str | None = None, clip_source: str | bool | None = None,
-                  local_files_only: bool | None = None, precision_cache: str | Path | None = None) -> LoadedModel:
+                  local_files_only: bool | None = None, precision_cache: str | Path | None = None,
+                  fast_path: str = "off") -> LoadedModel:
     """Load ``source`` (local diffusers directory or hub id) for generation.
 
     ``dtype``: a ``torch.dtype`` or a precision setting (``auto``/``fp32``/``bf16``/``fp16``;
@@ -339,6 +344,8 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
     a string loads that CLIPModel. ``local_files_only``: ``None`` follows ``HF_HUB_OFFLINE``.
     ``precision_cache``: a JSON file where ``auto`` remembers its precision measurements per model
     and device (see :mod:`.precision`); without one they are remembered in this process only.
+    ``fast_path``: ``auto``/``on``/``off`` (:mod:`.fastpath`; workers pass ``LDM_FAST_PATH``): channels_last,
+    SDPA and the UNet compiled and warmed up here, at load; ``off`` (the default) leaves the model as loaded.
     """
     started = time.perf_counter()
     source = str(source)
@@ -421,7 +428,7 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         error.source = source
         raise
     name = path.resolve().name if Path(source).expanduser().is_dir() else source
-    return LoadedModel(
+    loaded = LoadedModel(
         pipeline=pipeline,
         source=source,
         name=name,
@@ -437,3 +444,9 @@ def load_pipeline(source: str, *, device: str | torch.device | None = None,
         preview_factors=preview,
         guide_unet=guide,
     )
+    try:
+        apply_fast_path(loaded, fast_path)
+    except ValueError as error:  # an unknown setting
+        raise ModelLoadError(source, f"Cannot load model '{source}': {error}") from error
+    loaded.load_seconds = time.perf_counter() - started  # the fast path's compile and warm-up included
+    return loaded

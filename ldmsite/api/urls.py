@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from gallery import api as gallery_api
 from generation import a1111
 from generation import api as generation_api
+from generation import training_api
 from ldmsite.api.authentication import BasicTokenAuthentication, BearerTokenAuthentication
 
 # Most A1111 clients can send a token only as a Basic-auth password; no browser session here.
@@ -57,6 +58,10 @@ v1 = [
     path("loras/", gallery_api.LoraList.as_view(), name="lora-list"),
     path("loras/<id:pk>/", gallery_api.LoraDetail.as_view(), name="lora-detail"),
     path("loras/<id:pk>/file/", gallery_api.LoraFile.as_view(), name="lora-file"),
+    path("loras/<id:pk>/report/", gallery_api.LoraReport.as_view(), name="lora-report"),
+    path("lora-trainings/", training_api.TrainingList.as_view(), name="lora-training-list"),
+    path("lora-trainings/<id:pk>/", training_api.TrainingDetail.as_view(), name="lora-training-detail"),
+    path("lora-trainings/<id:pk>/cancel/", training_api.TrainingCancel.as_view(), name="lora-training-cancel"),
 ]
 
 # /sdapi/v1/<route>, named a1111-<route>.

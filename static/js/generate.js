@@ -205,6 +205,8 @@
         }
       }
       if (window.ldmSourceEditor) window.ldmSourceEditor.refresh();
+      // LoRAs of the PNG that this person cannot use were left out of the LoRA field: say so there.
+      for (const problem of result.data.lora_problems || []) showErrors({ loras: problem });
       const clip = Number(result.data.fields.clip_guidance_scale || 0) > 0;
       $("id_clip_guidance").checked = clip;
       if (clip) form.querySelector(".advanced").open = true;

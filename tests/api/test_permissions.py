@@ -10,6 +10,7 @@ from django.test import override_settings
 
 from gallery.models import Album, AlbumItem, Image
 from generation.services import submit_generation
+from generation.training_jobs import submit_training
 from tests.api.conftest import client_for, make_image, png_bytes
 
 ACTORS = ("owner", "other", "anonymous", "staff")
@@ -76,6 +77,9 @@ MATRIX = [
     ("patch", "/api/v1/loras/{lora_public}/", {"description": "mine"}, (200, 403, 401, 403)),
     ("delete", "/api/v1/loras/{lora_private}/", None, (204, 404, 401, 403)),
     ("delete", "/api/v1/loras/{lora_public}/", None, (204, 403, 401, 403)),
+    ("post", "/api/v1/loras/{lora_public}/report/", {"reason": "spam"}, (400, 201, 401, 201)),
+    ("post", "/api/v1/loras/{lora_private}/report/", {"reason": "spam"}, (400, 404, 401, 201)),
+    ("post", "/api/v1/loras/{lora_hidden}/report/", {"reason": "spam"}, (400, 404, 401, 201)),
     ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:private-lora:1>", "steps": 2},
      (202, 400, 401, 400)),
     ("post", "/api/v1/generations/", {"prompt": "a red circle <lora:alice/private-lora:1>", "steps": 2},
@@ -86,6 +90,13 @@ MATRIX = [
      (202, 202, 401, 202)),
     ("post", "/sdapi/v1/txt2img", {"prompt": "a red circle <lora:alice/private-lora:1>", "steps": 2},
      (202, 422, 401, 422)),
+    # LoRA trainings are their owner's (and staff's) alone; the world's training already fills the
+    # owner's cap of one active training, so the owner's second is a 429, others' albums a 400.
+    ("get", "/api/v1/lora-trainings/", None, (200, 200, 401, 200)),
+    ("post", "/api/v1/lora-trainings/", {"name": "new-lora", "trigger": "t", "album": "{album_private}"},
+     (429, 400, 401, 400)),
+    ("get", "/api/v1/lora-trainings/{training}/", None, (200, 404, 401, 200)),
+    ("post", "/api/v1/lora-trainings/{training}/cancel/", None, (200, 404, 401, 200)),
     ("get", "/sdapi/v1/loras", None, (200, 200, 401, 200)),
     ("post", "/sdapi/v1/refresh-loras", None, (200, 200, 401, 200)),
 ]
@@ -106,6 +117,7 @@ def world(tiny_model, alice, bob, staff):
     ids = {"private": private.pk, "public": public.pk, "hidden": hidden.pk, "album_private": album_private.pk,
            "album_public": album_public.pk, "job": job.pk, "job_with_source": job_with_source.pk}
     ids |= {f"lora_{state}": lora.pk for state, lora in make_loras(tiny_model, alice, staff).items()}
+    ids["training"] = submit_training(alice, {"name": "trained", "trigger": "t", "album": album_private.pk}).pk
     return {"ids": ids, "people": {"owner": alice, "other": bob, "anonymous": None, "staff": staff}}
 
 

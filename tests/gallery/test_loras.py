@@ -199,7 +199,7 @@ def test_the_loras_page_lists_mine_and_public_ones_and_searches_names_descriptio
     assert "pixelart" in anonymous and "watercolor" not in anonymous and "Upload a LoRA" not in anonymous
     api = api_client(alice).get("/api/v1/loras/", {"q": "8bit"}).json()["results"]
     assert [(item["name"], item["prompt_name"]) for item in api] == [("pixelart", "bob/pixelart")]
-    assert 'href="/loras/"' in html  # the nav link
+    assert 'href="/models/"' in html and "Models &amp; LoRAs" in html  # the nav link: models and LoRAs together
 
 
 def test_the_upload_form_stores_a_lora_and_a_bad_one_shows_the_layer_as_a_message(tiny_model, alice, lora_bytes):

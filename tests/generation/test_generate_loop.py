@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from generation import events
 from generation.models import Generation
-from generation.runner import StepTimer, preview_data_url
+from generation.progress import StepTimer, preview_data_url
 from generation.services import submit_generation
 from generation.snapshots import job_snapshot
 from tests.generation.conftest import run_queue
@@ -52,7 +52,7 @@ def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model,
         return original(job_obj, event_type, **payload)
 
     monkeypatch.setattr(events, "publish", record)
-    monkeypatch.setattr("generation.runner.PREVIEW_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr("generation.progress.PUBLISH_INTERVAL_SECONDS", 0)
     run_queue(broker, worker)
     types = [event_type for event_type, *_ in seen]
     assert types[:3] == ["generation.started", "generation.loading", "generation.progress"], types

@@ -143,7 +143,7 @@ def test_cancelling_a_running_job_stops_it_within_a_step_and_keeps_the_image_it_
         return original(job_obj, event_type, **payload)
 
     monkeypatch.setattr(events, "publish", cancel_at_step_two)
-    monkeypatch.setattr("generation.runner.PREVIEW_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr("generation.progress.PUBLISH_INTERVAL_SECONDS", 0)
     run_queue(broker, worker)
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
@@ -196,7 +196,7 @@ def test_a_running_job_keeps_its_latest_preview_on_the_row_and_in_its_snapshot(
         return original(job_obj, event_type, **payload)
 
     monkeypatch.setattr(events, "publish", look_at_the_row)
-    monkeypatch.setattr("generation.runner.PREVIEW_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr("generation.progress.PUBLISH_INTERVAL_SECONDS", 0)
     run_queue(broker, worker)
     assert [step for step, *_ in seen] == [1, 2, 3, 4]
     for step, sent, row_step, stored, in_snapshot in seen:

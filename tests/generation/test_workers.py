@@ -25,7 +25,8 @@ def test_an_embedded_worker_thread_executes_an_actor_inside_the_server_process()
         # The server registers the worker's stop to run at exit; here the test stops it now, and
         # a second stop at exit would reach for a test database that is gone.
         stop_embedded_worker(worker)
-        stop_worker(worker)
+        for each in worker.workers:
+            stop_worker(each)
     assert probe.answered_at is not None, "no embedded worker thread answered"
     host_pid, thread_name = probe.answered_by.split("/", 1)
     assert host_pid.endswith(f":{os.getpid()}"), "the actor ran in this very process"

@@ -138,3 +138,17 @@ def test_the_person_page_offers_unsuspend_for_a_suspended_person(people, staff_c
     assert can_sign_in("olive")
     html = staff_client.get(reverse("moderation:person", args=["olive"])).content.decode()
     assert "Suspended since" not in html and ">Suspend olive</button>" in html, "suspending is offered again"
+
+
+def test_suspension_cancels_the_persons_lora_trainings_too(people, model, settings):
+    from tests.generation.test_lora_trainings import plus_album
+    from generation.models import LoraTraining
+    from generation.training_jobs import submit_training
+
+    settings.LDM_MAX_ACTIVE_TRAININGS = 2
+    album = plus_album(people["owner"], 1)
+    queued = submit_training(people["owner"], {"name": "plsgn", "trigger": "plsgn", "album": album.pk})
+    suspension = moderation.suspend(people["owner"], people["staff"], "Abuse")
+    queued.refresh_from_db()
+    assert queued.status == LoraTraining.Status.CANCELLED
+    assert suspension.cancelled_jobs == 1

@@ -128,6 +128,30 @@ def test_no_input_makes_an_api_endpoint_fail(people, things, job, endpoint):
     fuzz(endpoint, people, things, job, a1111=False)
 
 
+TRAINING_FIELDS = ("name", "trigger", "album", "base_model", "rank", "steps", "learning_rate", "batch_size", "seed",
+                   "images")
+
+
+def test_no_input_makes_the_lora_training_endpoint_fail(people, things, job):
+    """Starting a LoRA training: a valid body needs an album of the owner's and a local model, so no
+    swept value is the only thing wrong here; every answer is still below 500, and a refusal names
+    its fields."""
+    client = api_client(people["owner"])
+
+    @FUZZ
+    @given(data=bodies(TRAINING_FIELDS))
+    def run(data):
+        check(send(client, "POST", "/api/v1/lora-trainings/", TRAINING_FIELDS, data), a1111=False)
+
+    run()
+    for body in RAW_BODIES:
+        check(send(client, "POST", "/api/v1/lora-trainings/", TRAINING_FIELDS, body), a1111=False)
+    for field in TRAINING_FIELDS:
+        for value in SWEEP_VALUES:
+            body = json.dumps({"name": "fuzzed", "trigger": "plsgn", "album": things["album"].pk, field: value})
+            check(send(client, "POST", "/api/v1/lora-trainings/", TRAINING_FIELDS, body), a1111=False)
+
+
 @pytest.mark.parametrize("endpoint", A1111, ids=[f"{method} {path}" for method, path, _ in A1111])
 def test_no_input_makes_an_a1111_endpoint_fail(people, things, job, endpoint):
     fuzz(endpoint, people, things, job, a1111=True)

@@ -28,6 +28,8 @@ API_ROUTES = ("api/v1/", "sdapi/v1/", "internal/", "api/schema/", "api/docs/")
 SCOPES = {
     ("api:generation-list", "POST"): "generate",
     ("api:generation-cancel", "POST"): "generate",
+    ("api:lora-training-list", "POST"): "generate",
+    ("api:lora-training-cancel", "POST"): "generate",
     ("api:a1111-txt2img", "POST"): "generate",
     ("api:a1111-img2img", "POST"): "generate",
     ("api:a1111-interrupt", "POST"): "generate",

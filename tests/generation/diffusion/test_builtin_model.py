@@ -10,6 +10,8 @@ import torch
 from generation.diffusion import evaluate as e
 from generation.diffusion import read_model_defaults
 
+from .tiny import with_engine_kernels
+
 MODEL = Path(__file__).resolve().parents[3] / "generation" / "builtin_model"
 
 # What ldmsite samples the shipped model with: its own ldmsite_defaults.json (a missing model or
@@ -202,7 +204,7 @@ def test_img2img_on_the_built_in_model_changes_the_named_colour_and_keeps_what_t
     assert changed >= 3 and kept >= 3, (changed, kept)
 
 
-def test_img2img_on_the_built_in_model_is_plain_diffusers_with_the_schedule_it_records(engine_builtin, pipe):
+def test_img2img_on_the_built_in_model_is_plain_diffusers_with_the_schedule_it_records(engine_builtin):
     from diffusers import StableDiffusionImg2ImgPipeline
     from PIL import Image
 
@@ -217,7 +219,9 @@ def test_img2img_on_the_built_in_model_is_plain_diffusers_with_the_schedule_it_r
     call = result.metadata[0]["source"]["diffusers_call"]
     assert call["num_inference_steps"] > request.steps  # stretched: Karras steps on a zero-terminal-SNR schedule
     assert int(call["num_inference_steps"] * call["strength"]) == int(request.steps * 0.7)  # as many steps run
-    plain = StableDiffusionImg2ImgPipeline(**pipe.components)
+    # its own copy of the weights, with the engine's kernels (batch-invariant on the CPU)
+    plain = with_engine_kernels(StableDiffusionImg2ImgPipeline.from_pretrained(MODEL, dtype=torch.float32))
+    plain.set_progress_bar_config(disable=True)
     plain.scheduler = SAMPLERS[request.sampler].build(engine_builtin.scheduler_config)
     expected = plain(prompt=request.prompt, image=source, guidance_scale=request.guidance_scale,
                      generator=[torch.Generator("cpu").manual_seed(8)], **call).images[0]

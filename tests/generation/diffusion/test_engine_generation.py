@@ -9,7 +9,7 @@ import torch
 from generation.diffusion import SAMPLERS, GenerationCancelled, generate, validate_request
 from generation.diffusion.samplers import CLIP_GUIDANCE_TESTED_SAMPLERS
 
-from .tiny import TINY_IMAGE_SIZE
+from .tiny import TINY_IMAGE_SIZE, with_engine_kernels
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,7 +25,7 @@ def plain_pipeline(model_dir, scheduler_class):
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return with_engine_kernels(pipe)
 
 
 @pytest.mark.parametrize("sampler, with_progress", [

@@ -18,7 +18,7 @@ from generation.diffusion import (SAMPLERS, GenerationCancelled, format_paramete
 from generation.diffusion.sources import (SourceImages, fill_masked, mask_from_image, outpaint_canvas,
                                           resize_image)
 
-from .tiny import TINY_IMAGE_SIZE, build_tiny_components, build_tiny_inpainting_pipeline
+from .tiny import TINY_IMAGE_SIZE, build_tiny_components, build_tiny_inpainting_pipeline, with_engine_kernels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,7 +55,7 @@ def plain_sd(tiny_model_dir):
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return with_engine_kernels(pipe)
 
 
 def plain(base, cls, recorded):
@@ -134,8 +134,8 @@ def test_an_inpainting_checkpoint_loads_and_its_9_channel_unet_inpaints_natively
                                 "sampler": "Euler a", "mode": "inpaint", "denoising_strength": 1.0, "mask_blur": 0},
                                inpainting_model.limits)
     result = generate(inpainting_model, request, source=SourceImages(picture(), left_half_mask()))
-    pipe = plain(StableDiffusionInpaintPipeline.from_pretrained(inpainting_model.path, safety_checker=None,
-                                                                requires_safety_checker=False),
+    pipe = plain(with_engine_kernels(StableDiffusionInpaintPipeline.from_pretrained(
+                     inpainting_model.path, safety_checker=None, requires_safety_checker=False)),
                  StableDiffusionInpaintPipeline, result.metadata[0]["scheduler"])
     expected = pipe(image=picture(), mask_image=left_half_mask(), height=SIZE, width=SIZE, strength=1.0,
                     **common(request)).images

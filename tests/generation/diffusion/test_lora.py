@@ -19,7 +19,7 @@ from generation.diffusion.lora import (LoraFileError, LoraMismatch, adapter_stat
 from generation.diffusion.pngmeta import parse_lora_hashes, parse_parameters
 from generation.diffusion.request import check_lora_names, parse_lora_tags
 
-from .tiny import TINY_IMAGE_SIZE, build_tiny_lora_layers, tiny_lora_state_dict
+from .tiny import TINY_IMAGE_SIZE, build_tiny_lora_layers, tiny_lora_state_dict, with_engine_kernels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,8 +69,8 @@ def test_the_engine_applies_a_lora_as_plain_diffusers_loads_it(tiny_model_dir, l
     peft = save_lora(tiny_lora_state_dict(layers[2], "diffusers"), tmp_path / "p.safetensors")
     request = ask(lora_model, loras=[["p", 1]])
     result = generate(lora_model, request, loras={"p": peft})
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None,
-                                                             requires_safety_checker=False)
+    pipe = with_engine_kernels(diffusers.StableDiffusionPipeline.from_pretrained(
+        tiny_model_dir, safety_checker=None, requires_safety_checker=False))
     recorded = result.metadata[0]["scheduler"]
     pipe.scheduler = getattr(diffusers, recorded["class"]).from_config(recorded["config"])
     pipe.set_progress_bar_config(disable=True)

@@ -12,7 +12,7 @@ from generation.diffusion import SourceImages, generate, parse_prompt_attention,
 from generation.diffusion.prompts import (BREAK, Fragment, emphasize, prompt_arguments, tokenize_chunks,
                                           weighted_embeddings)
 
-from .tiny import TINY_IMAGE_SIZE
+from .tiny import TINY_IMAGE_SIZE, with_engine_kernels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -181,8 +181,8 @@ def test_escaped_brackets_reach_diffusers_as_plain_brackets(tiny_model_dir, engi
 
     request = make_request(prompt="a red circle \\(on white\\)")
     result = generate(engine_model, request)
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None,
-                                                             requires_safety_checker=False)
+    pipe = with_engine_kernels(diffusers.StableDiffusionPipeline.from_pretrained(
+        tiny_model_dir, safety_checker=None, requires_safety_checker=False))
     recorded = result.metadata[0]["scheduler"]
     pipe.scheduler = getattr(diffusers, recorded["class"]).from_config(recorded["config"])
     pipe.set_progress_bar_config(disable=True)

@@ -209,3 +209,14 @@ def tiny_lora_state_dict(layers: dict, key_format: str = "kohya", alpha: float |
             state[f"{component}.{path}.lora_A.weight"] = down.clone()
             state[f"{component}.{path}.lora_B.weight"] = up.clone()
     return state
+
+
+def with_engine_kernels(pipe):
+    """``pipe`` with the Linear/Conv2d kernels the engine gives every loaded model (batch-invariant
+    on the CPU, generation/diffusion/invariance.py), so that "bit for bit with plain diffusers"
+    compares plain diffusers' loop doing the same arithmetic. Before any LoRA is loaded into it:
+    adapter layers keep the stock kernels, as in the engine."""
+    from generation.diffusion import make_batch_invariant
+
+    make_batch_invariant(pipe.unet, pipe.vae, pipe.text_encoder)
+    return pipe
