@@ -159,8 +159,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LDM_HSTS_PRELOAD", "true", parse_bool,
              "Send the HSTS `preload` and `includeSubDomains` flags when `LDM_HTTPS` is on."),
     Variable("LDM_WORKER_THREADS", "1", int_parser(0, 64),
-             "Embedded mode: worker threads inside the server process (0 runs none). Ignored in scale-out "
-             "mode, where `rundramatiq --threads` decides."),
+             "Embedded mode: worker threads for generation jobs inside the server process (0 runs none; "
+             "LoRA trainings get one more thread of their own). Ignored in scale-out mode, where "
+             "`rundramatiq --threads` decides."),
     Variable("LDM_PRECISION", "auto", choice_parser(("auto", "fp32", "bf16", "fp16")),
              "Inference precision. `auto`: times a few UNet calls of each model in each candidate precision "
              "on the device at load (CPU: fp32 and bf16; CUDA: fp32 and fp16/bf16) and keeps the faster; "
