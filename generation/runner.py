@@ -160,9 +160,6 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             loaded = load_for_job(job.model)
             load_seconds = round(time.monotonic() - load_started, 2)
 
-            def should_cancel() -> bool:
-                return Generation.objects.filter(pk=job.pk, cancel_requested=True).exists()
-
             request = job.request
             # Image to image: the stored pictures travel beside the request (the engine fits them to
             # width x height; outpaint and hires results are request.output_size).
@@ -173,7 +170,7 @@ def run_claimed_job(job: Generation, worker: str) -> None:
             # steps (generation.progress); closed (last step out) before the job's final event.
             with JobProgress(job, load_seconds) as progress:
                 result = diffusion.generate(loaded, request, source=source, on_progress=progress.update,
-                                            should_cancel=should_cancel, loras=lora_files(job),
+                                            should_cancel=progress.should_cancel, loras=lora_files(job),
                                             preview_size=None)  # latent resolution; enlarged smoothly there
             images = store_images(job, result)
         except diffusion.GenerationCancelled as cancelled:

@@ -104,3 +104,21 @@ def test_a_job_through_the_worker_sends_its_last_step_before_it_succeeds(tiny_mo
     seqs = [event["seq"] for event in layer.received]
     assert seqs == sorted(set(seqs)), f"events out of order: {seqs}"
     assert job.preview == "" and "live" not in job.metadata, "no late progress update after the job finished"
+
+
+def test_the_cancel_check_reads_the_row_a_few_times_a_second_not_at_every_step(tiny_model, alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    job = running_job(alice)
+    with JobProgress(job, load_seconds=0.5) as progress:
+        with CaptureQueriesContext(connection) as queries:
+            answers = [progress.should_cancel() for _ in range(200)]  # 200 steps' checks in a few ms
+        assert answers == [False] * 200
+        assert len(queries) <= 2, "the sampling thread read the flag at most once or twice, not 200 times"
+        Generation.objects.filter(pk=job.pk).update(cancel_requested=True)
+        asked = time.monotonic()
+        while not progress.should_cancel():
+            assert time.monotonic() - asked < 2, "a cancel is seen within a quarter second"
+            time.sleep(0.01)
+        assert time.monotonic() - asked < 0.5
