@@ -101,7 +101,30 @@ class GenerationQuerySet(models.QuerySet):
         return self.filter(owner=user)
 
 
-class Generation(models.Model):
+class LiveJob:
+    """What a generation job and a LoRA training share: a status among `ACTIVE_STATUSES` /
+    `FINAL_STATUSES` and an `event_seq` counter for the events of its live stream."""
+
+    ACTIVE_STATUSES: tuple = ()
+    FINAL_STATUSES: tuple = ()
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    def next_event_seq(self) -> int:
+        """Reserve the next sequence number for an event about this row (atomic across workers)."""
+        rows = type(self).objects
+        rows.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
+        self.event_seq = rows.values_list("event_seq", flat=True).get(pk=self.pk)
+        return self.event_seq
+
+
+class Generation(LiveJob, models.Model):
     """One text-to-image job. This row is the truth; queue messages only nudge workers."""
 
     class Status(models.TextChoices):
@@ -178,20 +201,6 @@ class Generation(models.Model):
         """The page address of a stored source picture (kind: "init" or "mask"); owner and staff only."""
         return reverse("generation:source", args=[self.pk, kind])
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE_STATUSES
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in self.FINAL_STATUSES
-
-    def next_event_seq(self) -> int:
-        """Reserve the next sequence number for an event about this job (atomic across workers)."""
-        Generation.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
-        self.event_seq = Generation.objects.values_list("event_seq", flat=True).get(pk=self.pk)
-        return self.event_seq
-
 
 @receiver(post_delete, sender=Generation)
 def delete_source_files(sender, instance: Generation, **kwargs):
@@ -252,7 +261,7 @@ class LoraTrainingQuerySet(models.QuerySet):
         return self.filter(owner=user)
 
 
-class LoraTraining(models.Model):
+class LoraTraining(LiveJob, models.Model):
     """One LoRA training job (queue ``training``). Like `Generation`, this row is the truth; queue
     messages only nudge workers, and a run whose worker died resumes from its last checkpoint."""
 
@@ -309,20 +318,6 @@ class LoraTraining(models.Model):
 
     def get_absolute_url(self):
         return reverse("generation:training", args=[self.pk])
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE_STATUSES
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in self.FINAL_STATUSES
-
-    def next_event_seq(self) -> int:
-        """Reserve the next sequence number for an event about this training (atomic across workers)."""
-        LoraTraining.objects.filter(pk=self.pk).update(event_seq=F("event_seq") + 1)
-        self.event_seq = LoraTraining.objects.values_list("event_seq", flat=True).get(pk=self.pk)
-        return self.event_seq
 
 
 @receiver(post_delete, sender=LoraTraining)
