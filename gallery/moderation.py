@@ -43,9 +43,10 @@ def history_of(user):
 
 # --- Images -----------------------------------------------------------------------------------
 
-def resolve_reports(image: Image, status: str) -> int:
-    return Report.objects.filter(image=image, status=Report.Status.OPEN).update(
-        status=status, resolved_at=timezone.now())
+def resolve_reports(target: Image | Lora, status: str) -> int:
+    """Close the open reports about an image or a LoRA with `status`."""
+    about = {"lora": target} if isinstance(target, Lora) else {"image": target}
+    return Report.objects.filter(**about, status=Report.Status.OPEN).update(status=status, resolved_at=timezone.now())
 
 
 def release_from_suspension(image: Image) -> None:
@@ -96,12 +97,12 @@ def delete_image(image: Image, actor, reason: str, via: str = Via.PAGE) -> None:
         image.delete()
 
 
-def dismiss_reports(image: Image, actor, reason: str = "", via: str = Via.PAGE) -> int:
-    """Close the image's open reports without acting on the image; reporters see "Dismissed"."""
+def dismiss_reports(target: Image | Lora, actor, reason: str = "", via: str = Via.PAGE) -> int:
+    """Close an image's or a LoRA's open reports without acting on it; reporters see "Dismissed"."""
     with transaction.atomic():
-        count = resolve_reports(image, Report.Status.DISMISSED)
-        AuditEntry.objects.record(Action.DISMISS_REPORTS, actor=actor, via=via, target=image, subject=image.owner, reason=reason,
-               reports_dismissed=count)
+        count = resolve_reports(target, Report.Status.DISMISSED)
+        AuditEntry.objects.record(Action.DISMISS_REPORTS, actor=actor, via=via, target=target, subject=target.owner,
+                                  reason=reason, reports_dismissed=count)
     return count
 
 
@@ -135,10 +136,6 @@ def reported_images(order: str = "newest"):
 
 # --- LoRAs ------------------------------------------------------------------------------------
 
-def resolve_lora_reports(lora: Lora, status: str) -> int:
-    return Report.objects.filter(lora=lora, status=Report.Status.OPEN).update(status=status, resolved_at=timezone.now())
-
-
 def hide_lora(lora: Lora, actor, reason: str, via: str = Via.PAGE) -> Lora:
     """Nobody but its owner may see, download or use the LoRA any more; the owner sees why. Open
     reports about it are marked actioned."""
@@ -146,21 +143,12 @@ def hide_lora(lora: Lora, actor, reason: str, via: str = Via.PAGE) -> Lora:
     if not reason:
         raise Refusal({"__all__": "Give a reason: the owner sees it."})
     with transaction.atomic():
-        resolve_lora_reports(lora, Report.Status.ACTIONED)
+        resolve_reports(lora, Report.Status.ACTIONED)
         return loras.set_hidden(lora, True, actor, reason[:2000], via=via)
 
 
 def unhide_lora(lora: Lora, actor, reason: str = "", via: str = Via.PAGE) -> Lora:
     return loras.set_hidden(lora, False, actor, reason, via=via)
-
-
-def dismiss_lora_reports(lora: Lora, actor, reason: str = "", via: str = Via.PAGE) -> int:
-    """Close the LoRA's open reports without acting on it; reporters see "Dismissed"."""
-    with transaction.atomic():
-        count = resolve_lora_reports(lora, Report.Status.DISMISSED)
-        AuditEntry.objects.record(Action.DISMISS_REPORTS, actor=actor, via=via, target=lora, subject=lora.owner,
-                                  reason=reason, reports_dismissed=count)
-    return count
 
 
 def reported_loras(order: str = "newest"):

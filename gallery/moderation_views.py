@@ -195,7 +195,7 @@ def unhide_lora(request, lora):
 
 @lora_action
 def dismiss_lora(request, lora):
-    count = moderation.dismiss_lora_reports(lora, request.user, request.POST.get("reason", ""))
+    count = moderation.dismiss_reports(lora, request.user, request.POST.get("reason", ""))
     messages.success(request, f"Dismissed {count} report{'s' if count != 1 else ''} about LoRA {lora.qualified_name}.")
 
 
