@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 PASSWORD = "bench-password-8841"
+RECENT_JOBS_IN_SNAPSHOT = 20  # generation.consumers: the jobs a page load's snapshot holds
 
 # What the bench asks the server for the job it must repeat alone (a manage.py shell one-liner).
 JOB_RECORD = """
@@ -103,15 +104,27 @@ class EngineAlone:
 
 # --- The site --------------------------------------------------------------------------------------------
 
-async def run_job(base: str, ws_base: str, session, data: dict) -> tuple[float, int, dict]:
-    import websockets
+class Page:
+    """What the generate page does: one personal websocket, opened at page load and held, and a
+    JSON submit per job; a job's wall time is submit -> `generation.succeeded` on that socket."""
 
-    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-    async with websockets.connect(f"{ws_base}/ws/generations/", origin=base,
-                                  additional_headers={"Cookie": cookie}) as socket:
+    def __init__(self, base: str, ws_base: str, session):
+        self.base, self.ws_base, self.session = base, ws_base, session
+
+    def cookie(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.session.cookies.items())
+
+    def connect(self):
+        import websockets
+
+        return websockets.connect(f"{self.ws_base}/ws/generations/", origin=self.base,
+                                  additional_headers={"Cookie": self.cookie()})
+
+    async def run_job(self, socket, data: dict) -> tuple[float, int, dict]:
         started = time.perf_counter()
-        response = await asyncio.to_thread(session.post, base + "/generate/", data=data, headers={
-            "Accept": "application/json", "X-CSRFToken": session.cookies["csrftoken"], "Referer": base + "/"})
+        response = await asyncio.to_thread(self.session.post, self.base + "/generate/", data=data, headers={
+            "Accept": "application/json", "X-CSRFToken": self.session.cookies["csrftoken"],
+            "Referer": self.base + "/"})
         assert response.status_code == 202, response.text
         job_id = response.json()["job"]["job"]
         while True:
@@ -120,13 +133,44 @@ async def run_job(base: str, ws_base: str, session, data: dict) -> tuple[float, 
                 elapsed = time.perf_counter() - started
                 assert message["type"] == "generation.succeeded", message
                 break
-    state = session.get(f"{base}/generations/{job_id}/", headers={"Accept": "application/json"}).json()
-    return elapsed, job_id, state["timings"]
+        state = await asyncio.to_thread(self.session.get, f"{self.base}/generations/{job_id}/",
+                                        headers={"Accept": "application/json"})
+        return elapsed, job_id, state.json()["timings"]
+
+    async def open_and_close(self, snapshots: int) -> None:
+        """A page load: connect, receive the snapshots of the recent jobs, leave."""
+        async with self.connect() as socket:
+            for _ in range(snapshots):
+                await socket.recv()
+
+
+async def run_site(page: Page, data: dict, jobs: int, make_engine, server_pid: int, connections: int) -> dict:
+    async with page.connect() as socket:
+        data["seed"] = "1"
+        _, first_job, _ = await page.run_job(socket, data)  # loads the model
+        engine = await asyncio.to_thread(make_engine, first_job)
+        await asyncio.to_thread(engine.run, 1)  # warm-up, as the site's first job
+        rounds, memory = [], {}
+        for index in range(2, jobs + 1):
+            data["seed"] = str(index)
+            site_wall, _, site_timings = await page.run_job(socket, data)
+            alone = await asyncio.to_thread(engine.run, index)
+            rounds.append((site_wall, site_timings, alone))
+            if index % 10 == 0 or index == jobs:
+                memory[index] = memory_mb(server_pid)
+    # Page loads without jobs: a connection's snapshot, then it closes (memory must not keep them).
+    connection_memory = {0: memory_mb(server_pid)}
+    for index in range(1, connections + 1):
+        await page.open_and_close(min(jobs, RECENT_JOBS_IN_SNAPSHOT))
+        if index % 50 == 0 or index == connections:
+            connection_memory[index] = memory_mb(server_pid)
+    return {"engine": engine, "rounds": rounds, "memory": memory, "connection_memory": connection_memory}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=200, help="page loads (connect, snapshot, close) after the jobs")
     parser.add_argument("--steps", default="", help="empty: the model's default")
     parser.add_argument("--sampler", default="", help="empty: the model's default")
     parser.add_argument("--model", default="ldm-shapes")
@@ -149,7 +193,15 @@ def main():
         server = subprocess.Popen([PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
                                    "ldmsite.asgi:application"], cwd=REPO, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
-        engine = None
+        records = []
+
+        def make_engine(job_id: int) -> EngineAlone:
+            shell = manage(env, "shell", "-c", JOB_RECORD.format(job_id=job_id))
+            [line] = [line for line in shell.stdout.splitlines() if line.startswith("JOB-RECORD ")]
+            records.append(json.loads(line.split(" ", 1)[1]))
+            return EngineAlone(records[0])
+
+        outcome = None
         try:
             wait_for_port(port, timeout=90, process=server)
             base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
@@ -158,58 +210,57 @@ def main():
             session.post(base + "/accounts/login/", data={"username": "bench", "password": PASSWORD,
                                                            "csrfmiddlewaretoken": session.cookies["csrftoken"]})
             data = {"model": args.model, "prompt": "a large red circle in the center on a blue background",
-                    "steps": args.steps, "sampler": args.sampler, "seed": "1", "num_images": "1",
+                    "steps": args.steps, "sampler": args.sampler, "num_images": "1",
                     "width": "", "height": "", "guidance_scale": ""}
-            _, first_job, _ = asyncio.run(run_job(base, ws_base, session, data))  # loads the model
-            shell = manage(env, "shell", "-c", JOB_RECORD.format(job_id=first_job))
-            [line] = [line for line in shell.stdout.splitlines() if line.startswith("JOB-RECORD ")]
-            record = json.loads(line.split(" ", 1)[1])
-            engine = EngineAlone(record)
-            engine.run(1)  # warm-up, as the site's first job
-            site_walls, engine_walls, ratios, site_steps, engine_steps, memory = [], [], [], [], [], {}
-            site_engine, alone_engine = [], []  # the engine's own timings.total, inside the server and alone
-            for index in range(2, args.jobs + 1):
-                data["seed"] = str(index)
-                site_wall, _, site_timings = asyncio.run(run_job(base, ws_base, session, data))
-                alone = engine.run(index)
-                site_walls.append(site_wall)
-                engine_walls.append(alone["wall"])
-                ratios.append(site_wall / alone["wall"])
-                steps = alone["steps"]
-                site_engine.append(site_timings["total"])
-                alone_engine.append(alone["timings"]["total"])
-                site_steps.append(site_timings["denoise"] / steps)
-                engine_steps.append(alone["timings"]["denoise"] / steps)
-                if index % 10 == 0 or index == args.jobs:
-                    memory[index] = memory_mb(server.pid)
-            params = record["params"]
-            print(f"machine (as the engine-alone process sees it): {engine.ready['machine']}")
-            print(f"jobs: {args.jobs} through the site (embedded mode), model {args.model}: {params['steps']} steps of "
-                  f"{params['sampler']}, {params['width']}x{params['height']}, guidance {params['guidance_scale']}, "
-                  f"autoguidance {params.get('autoguidance_scale')}; {record['dtype']}, "
-                  f"{record['torch_threads']} torch thread(s) in the server and alone")
-            print(f"site wall (submit -> succeeded on the websocket): median {statistics.median(site_walls):.3f} s, "
-                  f"p95 {percentile(site_walls, 0.95):.3f} s")
-            print(f"engine alone (generate() in a plain process):     median {statistics.median(engine_walls):.3f} s, "
-                  f"p95 {percentile(engine_walls, 0.95):.3f} s")
-            print(f"site / engine alone: {statistics.median(site_walls) / statistics.median(engine_walls):.3f} "
-                  f"(ratio of medians), {statistics.median(ratios):.3f} (median of per-round ratios)")
-            outside = [wall - engine for wall, engine in zip(site_walls, site_engine)]
-            print(f"engine's timings.total: in the server {statistics.median(site_engine):.3f} s, alone "
-                  f"{statistics.median(alone_engine):.3f} s; site wall outside the engine (submit, queue, storing, "
-                  f"events): median {statistics.median(outside) * 1000:.0f} ms")
-            print(f"engine per step (timings.denoise / steps): in the server {statistics.median(site_steps) * 1000:.2f} ms,"
-                  f" alone {statistics.median(engine_steps) * 1000:.2f} ms, "
-                  f"ratio {statistics.median(site_steps) / statistics.median(engine_steps):.3f}")
-            print("server memory (RSS / peak) after job " + ", ".join(
-                f"{index}: {rss:.0f} / {peak:.0f} MB" for index, (rss, peak) in memory.items()))
-            if 10 in memory and args.jobs in memory:
-                print(f"RSS growth job 10 -> {args.jobs}: {memory[args.jobs][0] - memory[10][0]:+.1f} MB")
+            outcome = asyncio.run(run_site(Page(base, ws_base, session), data, args.jobs, make_engine, server.pid,
+                                           args.connections))
         finally:
-            if engine is not None:
-                engine.close()
+            if outcome is not None:
+                outcome["engine"].close()
             stop(server)
             log.close()
+    report(args, records[0], outcome)
+
+
+def report(args, record: dict, outcome: dict) -> None:
+    engine, rounds, memory = outcome["engine"], outcome["rounds"], outcome["memory"]
+    site_walls = [site for site, _, _ in rounds]
+    engine_walls = [alone["wall"] for _, _, alone in rounds]
+    ratios = [site / alone["wall"] for site, _, alone in rounds]
+    site_engine = [timings["total"] for _, timings, _ in rounds]  # the engine's own timings.total in the server
+    alone_engine = [alone["timings"]["total"] for _, _, alone in rounds]
+    site_steps = [timings["denoise"] / alone["steps"] for _, timings, alone in rounds]
+    engine_steps = [alone["timings"]["denoise"] / alone["steps"] for _, _, alone in rounds]
+    params = record["params"]
+    print(f"machine (as the engine-alone process sees it): {engine.ready['machine']}")
+    print(f"jobs: {args.jobs} through the site (embedded mode, one websocket held as the generate page does), "
+          f"model {args.model}: {params['steps']} steps of {params['sampler']}, {params['width']}x{params['height']}, "
+          f"guidance {params['guidance_scale']}, autoguidance {params.get('autoguidance_scale')}; {record['dtype']}, "
+          f"{record['torch_threads']} torch thread(s) in the server and alone")
+    print(f"site wall (submit -> succeeded on the websocket): median {statistics.median(site_walls):.3f} s, "
+          f"p95 {percentile(site_walls, 0.95):.3f} s")
+    print(f"engine alone (generate() in a plain process):     median {statistics.median(engine_walls):.3f} s, "
+          f"p95 {percentile(engine_walls, 0.95):.3f} s")
+    print(f"site / engine alone: {statistics.median(site_walls) / statistics.median(engine_walls):.3f} "
+          f"(ratio of medians), {statistics.median(ratios):.3f} (median of per-round ratios)")
+    outside = [wall - engine_total for wall, engine_total in zip(site_walls, site_engine)]
+    print(f"engine's timings.total: in the server {statistics.median(site_engine):.3f} s, alone "
+          f"{statistics.median(alone_engine):.3f} s; site wall outside the engine (submit, queue, storing, "
+          f"events): median {statistics.median(outside) * 1000:.0f} ms")
+    print(f"engine per step (timings.denoise / steps): in the server {statistics.median(site_steps) * 1000:.2f} ms,"
+          f" alone {statistics.median(engine_steps) * 1000:.2f} ms, "
+          f"ratio {statistics.median(site_steps) / statistics.median(engine_steps):.3f}")
+    print("server memory over the jobs (RSS / peak) after job " + ", ".join(
+        f"{index}: {rss:.0f} / {peak:.0f} MB" for index, (rss, peak) in memory.items()))
+    if 10 in memory and args.jobs in memory:
+        print(f"RSS growth job 10 -> {args.jobs}: {memory[args.jobs][0] - memory[10][0]:+.1f} MB")
+    connections = outcome["connection_memory"]
+    if len(connections) > 1:
+        print("server memory over page loads (connect, snapshot, close; RSS) after " + ", ".join(
+            f"{index}: {rss:.1f} MB" for index, (rss, _) in connections.items()))
+        last = max(connections)
+        first = min((index for index in connections if index > 0), default=last)
+        print(f"RSS growth page load {first} -> {last}: {connections[last][0] - connections[first][0]:+.1f} MB")
 
 
 if __name__ == "__main__":

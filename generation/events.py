@@ -50,8 +50,10 @@ def account_group(user_id: int) -> str:
     return f"account.{user_id}"
 
 
-def event_for(job, event_type: str, **payload) -> dict:
-    return {"type": event_type, "job": job.pk, "seq": job.next_event_seq(), **payload}
+def event_for(job, event_type: str, *, seq: int | None = None, **payload) -> dict:
+    """The event; ``seq``: a sequence number the caller already reserved on the row (in the same
+    update as its own changes), else one is reserved here."""
+    return {"type": event_type, "job": job.pk, "seq": job.next_event_seq() if seq is None else seq, **payload}
 
 
 async def _group_send(groups: list[str], message: dict) -> None:
@@ -73,9 +75,9 @@ def _deliver(groups: list[str], message: dict) -> None:
         async_to_sync(_group_send)(groups, message)
 
 
-def publish(job, event_type: str, **payload) -> dict:
-    """Send an event about `job` to its own stream and to its owner's stream."""
-    event = event_for(job, event_type, **payload)
+def publish(job, event_type: str, *, seq: int | None = None, **payload) -> dict:
+    """Send an event about `job` to its own stream and to its owner's stream (``seq``: see `event_for`)."""
+    event = event_for(job, event_type, seq=seq, **payload)
     try:
         _deliver([job_group(job.pk), user_group(job.owner_id)], {"type": "generation.event", "event": event})
     except Exception:  # best-effort: the row is the truth, a reconnect resyncs

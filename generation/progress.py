@@ -33,6 +33,7 @@ import threading
 import time
 
 from django.db import close_old_connections
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image
 
@@ -219,6 +220,12 @@ class JobProgress:
         if preview is not None:
             # Kept on the row in the same update, for clients that (re)connect or poll.
             payload["preview"] = changes["preview"] = preview_data_url(preview)
-        Generation.objects.filter(pk=self.job.pk).update(**changes)
-        self._read_cancel()
-        events.publish(self.job, "generation.progress", **payload)
+        # One update (the progress and the event's sequence number) and one read (that number and
+        # the cancel flag) instead of four statements: the ORM's Python work on this thread holds
+        # the GIL the sampling thread needs between its torch ops (docs/PERFORMANCE.md).
+        rows = Generation.objects.filter(pk=self.job.pk)
+        rows.update(event_seq=F("event_seq") + 1, **changes)
+        read_at = time.monotonic()
+        seq, cancel = rows.values_list("event_seq", "cancel_requested").get()
+        self._cancel_requested, self._cancel_read_at = cancel, read_at
+        events.publish(self.job, "generation.progress", seq=seq, **payload)
