@@ -29,15 +29,24 @@ def test_the_smoothed_eta_does_not_jump_with_one_slow_step():
     assert etas[5] < etas[3], "and comes back down"
 
 
+def decoded(url: str) -> PILImage.Image:
+    return PILImage.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L")
+
+
 def test_a_preview_is_enlarged_smoothly_not_in_blocks():
-    small = PILImage.new("RGB", (16, 16))
-    small.putpixel((8, 8), (255, 255, 255))
-    url = preview_data_url(small)
-    picture = PILImage.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L")
+    small = PILImage.new("RGB", (32, 32))
+    small.putpixel((16, 16), (255, 255, 255))
+    picture = decoded(preview_data_url(small))
     assert picture.size == (256, 256)
-    # Nearest-neighbour would give 16-pixel blocks with two values; a smooth enlargement has a gradient.
-    row = [picture.getpixel((x, 136)) for x in range(110, 170)]
+    # Nearest-neighbour would give 8-pixel blocks with two values; a smooth enlargement has a gradient.
+    row = [picture.getpixel((x, 132)) for x in range(100, 160)]
     assert len(set(row)) > 8
+
+
+def test_a_preview_is_never_larger_than_the_image_it_shows():
+    # The latents of a 64 px image (the built-in model's) are 8 px: its preview is 64 px, not 256.
+    assert decoded(preview_data_url(PILImage.new("RGB", (8, 8)))).size == (64, 64)
+    assert decoded(preview_data_url(PILImage.new("RGB", (16, 8)))).size == (128, 64)
 
 
 @pytest.mark.django_db(transaction=True)
