@@ -5,7 +5,7 @@ callback does is added to the job's time: before this module it wrote the job's 
 WebP preview and waited for the channel layer (in embedded mode, for the server's event loop to
 run the send) -- a few milliseconds a step that the engine alone does not spend, on a model whose
 steps take ~20 ms. So the callback only records the latest step (`JobProgress.update`, no I/O, no
-lock held for long) and a thread of the job publishes: at most one row update and one
+lock held for long) and a publisher thread (kept for the process: `publishers`) publishes: at most one row update and one
 channel-layer send every `PUBLISH_INTERVAL_SECONDS`, with the preview of the latest step encoded
 there, the steps in between coalesced (a client wants the newest image, not every one).
 
@@ -17,7 +17,7 @@ it finishes the job.
 
 Interface for the runner (and for batch execution, one object per job of a batch)::
 
-    progress = JobProgress(job, load_seconds)      # starts the job's publishing thread
+    progress = JobProgress(job, load_seconds)      # starts the job's publishing loop on a kept thread
     progress.update(step_progress)                 # sampling thread, every step: returns at once
     progress.close()                               # publishes the last step left, joins
 
