@@ -234,6 +234,7 @@ class JobProgress:
                     self._publish(progress, eta)
                 except Exception:  # best-effort, like every event: the next step tries again
                     logger.warning("Job %s: could not publish step %s", self.job.pk, progress.step, exc_info=True)
+                    close_unusable_connections()  # on a fresh connection, if the database dropped this one
                 self._not_before = time.monotonic() + self.interval
                 with self._changed:
                     self._published = handed

@@ -122,3 +122,32 @@ def test_the_cancel_check_reads_the_row_a_few_times_a_second_not_at_every_step(t
             assert time.monotonic() - asked < 2, "a cancel is seen within a quarter second"
             time.sleep(0.01)
         assert time.monotonic() - asked < 0.5
+
+
+def test_progress_is_published_again_after_the_database_dropped_the_publishers_connection(tiny_model, alice, monkeypatch):
+    # Publisher threads are kept between jobs, and so are their database connections: one the
+    # database dropped (a restart) must cost a step's publication, not the rest of the job's.
+    from django.db import connection
+
+    from generation.progress import publishers
+
+    layer = SlowLayer(delay=0)
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    first = JobProgress(running_job(alice), load_seconds=0.0, interval=0)
+    first.update(step(1, total=3))
+    first.close()
+
+    def drop_connections():  # on every kept thread that holds one: the server went away under it
+        if connection.connection is not None:
+            connection.connection.close()
+
+    for _ in range(8):
+        publishers().submit(drop_connections).result()
+    job = running_job(alice)
+    progress = JobProgress(job, load_seconds=0.0, interval=0)
+    for number in (1, 2, 3):
+        progress.update(step(number, total=3))
+    progress.close()
+    published = [event["step"] for event in layer.progress() if event["job"] == job.pk]
+    assert published and published[-1] == 3, published
+    assert Generation.objects.get(pk=job.pk).step == 3
