@@ -64,8 +64,9 @@ def queue_position(job: Generation) -> tuple[int | None, float | None]:
         if job.pk not in order:
             return None, None
         position = order.index(job.pk) + 1
-    running = Generation.objects.filter(model_id=job.model_id, status=Status.RUNNING).count()
-    return position, round((position - 1 + (1 if running else 0)) * average_job_seconds(job.model_id), 1)
+    ahead = position - 1 + (1 if Generation.objects.filter(model_id=job.model_id, status=Status.RUNNING).exists() else 0)
+    # Nothing ahead (the common case on a quiet site): no wait, so no need to average recent jobs.
+    return position, round(ahead * average_job_seconds(job.model_id), 1) if ahead else 0.0
 
 
 def queued_ids(model_id: int, limit: int = 2) -> list[int]:

@@ -144,10 +144,14 @@ def posted_request(request, form) -> dict:
     return raw
 
 
+def enabled_models() -> list[DiffusionModel]:
+    """The models the generate form offers (only a page that is drawn needs them: not a submit)."""
+    return list(DiffusionModel.objects.filter(enabled=True))
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def generate(request):
-    models = list(DiffusionModel.objects.filter(enabled=True))
     if request.method == "POST":
         form = GenerateForm(request.POST)
         try:
@@ -156,7 +160,7 @@ def generate(request):
             if wants_json(request):
                 return JsonResponse({"errors": error.errors}, status=error.status)
             add_errors(form, error.errors)
-            context = {"form": form, "models": models, "recent": recent_jobs(request.user),
+            context = {"form": form, "models": enabled_models(), "recent": recent_jobs(request.user),
                        **posted_source_context(request)}
             return render(request, "generation/generate.html", context, status=error.status)
         if wants_json(request):
@@ -185,7 +189,7 @@ def generate(request):
     form = GenerateForm(initial=GenerateForm.initial_for(default, remix))
     if remix is None and request.GET.get("lora"):
         form.initial["loras"] = f"{request.GET['lora'][:100]}:1"
-    return render(request, "generation/generate.html", {"form": form, "models": models,
+    return render(request, "generation/generate.html", {"form": form, "models": enabled_models(),
                                                         "recent": recent_jobs(request.user),
                                                         **source_context(**picked)})
 
