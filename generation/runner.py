@@ -18,7 +18,7 @@ from generation.outputs import image_summary, store_checked_image
 from generation import progress as progress_module
 from generation.progress import JobProgress
 from generation.sources import load_sources
-from generation.workers import RUNNING_JOBS, load_for_job
+from generation.workers import RUNNING_JOBS, is_resident, load_for_job
 
 logger = logging.getLogger(__name__)
 Status = Generation.Status
@@ -154,8 +154,11 @@ def run_claimed_job(job: Generation, worker: str) -> None:
     with Heartbeat(job.pk, worker):
         events.publish(job, "generation.started", total=job.total_steps)
         try:
-            # A state of its own: loading a model can take far longer than a step (first job of a worker).
-            events.publish(job, "generation.loading", total=job.total_steps)
+            # A state of its own: loading a model can take far longer than a step (first job of a
+            # worker). A resident model takes no time to "load": no event for it (one statement
+            # pair and an event-loop round trip fewer before the first step).
+            if not is_resident(job.model):
+                events.publish(job, "generation.loading", total=job.total_steps)
             load_started = time.monotonic()
             loaded = load_for_job(job.model)
             load_seconds = round(time.monotonic() - load_started, 2)
@@ -260,9 +263,11 @@ def run_claimed_batch(jobs: list[Generation], worker: str) -> None:
     recovery re-queues them one by one."""
     ids = [job.pk for job in jobs]
     with Heartbeat(ids, worker):
+        resident = is_resident(jobs[0].model)
         for job in jobs:
             events.publish(job, "generation.started", total=job.total_steps)
-            events.publish(job, "generation.loading", total=job.total_steps)
+            if not resident:
+                events.publish(job, "generation.loading", total=job.total_steps)
         load_started = time.monotonic()
         try:
             loaded = load_for_job(jobs[0].model)

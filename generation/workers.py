@@ -150,6 +150,11 @@ def apply_torch_threads() -> None:
         _threads_done = True
 
 
+def is_resident(model) -> bool:
+    """Whether this process already holds the registered `DiffusionModel` (its next job loads nothing)."""
+    return resolve_source(model.source) in model_cache()
+
+
 def load_for_job(model):
     """The loaded pipeline of a registered `DiffusionModel`, from this process's cache."""
     apply_torch_threads()

@@ -12,6 +12,7 @@ from generation.models import Generation
 from generation.progress import StepTimer, preview_data_url
 from generation.services import submit_generation
 from generation.snapshots import job_snapshot
+from generation.workers import model_cache, resolve_source
 from tests.generation.conftest import run_queue
 
 Status = Generation.Status
@@ -49,9 +50,8 @@ def test_a_preview_is_never_larger_than_the_image_it_shows():
     assert decoded(preview_data_url(PILImage.new("RGB", (16, 8)))).size == (128, 64)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model, alice, broker, worker, monkeypatch):
-    job = submit_generation(alice, {"prompt": "a red circle", "steps": 4, "seed": 7})
+def recorded_events(monkeypatch) -> list:
+    """(type, payload, the job's snapshot when it was sent) of every event published from now on."""
     seen = []
     original = events.publish
 
@@ -61,6 +61,14 @@ def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model,
         return original(job_obj, event_type, **payload)
 
     monkeypatch.setattr(events, "publish", record)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model, alice, broker, worker, monkeypatch):
+    model_cache().evict(resolve_source(tiny_model.source))  # this worker's first job on the model
+    job = submit_generation(alice, {"prompt": "a red circle", "steps": 4, "seed": 7})
+    seen = recorded_events(monkeypatch)
     monkeypatch.setattr("generation.progress.PUBLISH_INTERVAL_SECONDS", 0)
     run_queue(broker, worker)
     types = [event_type for event_type, *_ in seen]
@@ -78,6 +86,20 @@ def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model,
     assert job.status == Status.SUCCEEDED
     assert "live" not in job.metadata and job.metadata["load_seconds"] >= 0
     assert job_snapshot(job)["eta"] is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_on_a_model_already_loaded_goes_from_started_straight_to_its_steps(tiny_model, alice, broker, worker,
+                                                                                 monkeypatch):
+    submit_generation(alice, {"prompt": "a red circle", "steps": 4, "seed": 7})
+    run_queue(broker, worker)  # loads the model
+    job = submit_generation(alice, {"prompt": "a blue square", "steps": 4, "seed": 8})
+    seen = recorded_events(monkeypatch)
+    run_queue(broker, worker)
+    types = [event_type for event_type, *_ in seen]
+    assert types[:2] == ["generation.started", "generation.progress"], types
+    assert "generation.loading" not in types
+    assert Generation.objects.get(pk=job.pk).status == Status.SUCCEEDED
 
 
 @pytest.mark.django_db

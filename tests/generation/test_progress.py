@@ -14,6 +14,7 @@ from generation.diffusion import StepProgress
 from generation.models import Generation
 from generation.progress import JobProgress
 from generation.services import submit_generation
+from generation.workers import model_cache, resolve_source
 from tests.generation.conftest import run_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the publisher writes from its own thread
@@ -92,6 +93,7 @@ def test_a_job_through_the_worker_sends_its_last_step_before_it_succeeds(tiny_mo
                                                                          monkeypatch):
     layer = SlowLayer(delay=0.05)  # slower than the tiny model's steps: coalescing happens
     monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    model_cache().evict(resolve_source(tiny_model.source))  # the worker's first job: it loads the model
     job = submit_generation(alice, {"prompt": "a red circle", "steps": 12, "seed": 3})
     run_queue(broker, worker)
     job.refresh_from_db()
