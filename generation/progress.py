@@ -101,7 +101,10 @@ def preview_data_url(picture, size: int = PREVIEW_SIZE) -> str:
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-PUBLISHER_THREADS = 32  # enough for every job of the largest batches of a process's worker threads
+# A bound, not a size: a thread is made only when every other one is busy, so a process keeps one
+# per job it runs at once (worker threads x LDM_MAX_BATCH at most); a job beyond the bound would
+# publish only once a thread is free.
+PUBLISHER_THREADS = 256
 
 _publishers: concurrent.futures.ThreadPoolExecutor | None = None
 _publishers_lock = threading.Lock()
