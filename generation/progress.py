@@ -168,7 +168,7 @@ class JobProgress:
             self._latest = (progress, eta)
             self._handed += 1
             handed = self._handed
-            if idle or self.interval <= 0 or progress.step >= progress.total or self._closing:
+            if idle or self.interval <= 0 or progress.step >= progress.total:
                 self._changed.notify_all()
             if self.interval <= 0:
                 while self._published < handed and not self._done.done():
@@ -187,7 +187,11 @@ class JobProgress:
 
     def _read_cancel(self) -> bool:
         read_at = time.monotonic()
-        requested = Generation.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self._remember_cancel(Generation.objects.filter(pk=self.job.pk, cancel_requested=True).exists(),
+                                     read_at)
+
+    def _remember_cancel(self, requested: bool, read_at: float) -> bool:
+        """The flag as read at `read_at` (by either thread): what `should_cancel` answers until it is stale."""
         self._cancel_requested, self._cancel_read_at = requested, read_at
         return requested
 
@@ -268,5 +272,5 @@ class JobProgress:
         rows.update(event_seq=F("event_seq") + 1, **changes)
         read_at = time.monotonic()
         seq, cancel = rows.values_list("event_seq", "cancel_requested").get()
-        self._cancel_requested, self._cancel_read_at = cancel, read_at
+        self._remember_cancel(cancel, read_at)
         events.publish(self.job, "generation.progress", seq=seq, **payload)
