@@ -5,9 +5,11 @@ callback does is added to the job's time: before this module it wrote the job's 
 WebP preview and waited for the channel layer (in embedded mode, for the server's event loop to
 run the send) -- a few milliseconds a step that the engine alone does not spend, on a model whose
 steps take ~20 ms. So the callback only records the latest step (`JobProgress.update`, no I/O, no
-lock held for long) and a publisher thread (kept for the process: `publishers`) publishes: at most one row update and one
-channel-layer send every `PUBLISH_INTERVAL_SECONDS`, with the preview of the latest step encoded
-there, the steps in between coalesced (a client wants the newest image, not every one).
+lock held for long) and a publisher thread (kept for the process: `publishers`) publishes: at most
+one row update and one channel-layer send every `PUBLISH_INTERVAL_SECONDS`, the steps in between
+coalesced (a client wants the newest image, not every one). The sampling thread says which step
+is due and makes that step's small preview image itself (torch work is cheaper there than GIL
+hand-overs); the publisher encodes it and does the I/O.
 
 What stays true: the row holds the durable state (step, total, the live ETA, the latest preview,
 a fresh heartbeat) exactly as before; progress events keep their order (one thread sends them,
@@ -27,6 +29,7 @@ It is also a context manager (``with JobProgress(job, load_seconds) as progress:
 from __future__ import annotations
 
 import base64
+import collections
 import concurrent.futures
 import io
 import logging
@@ -44,8 +47,8 @@ from generation.models import Generation
 logger = logging.getLogger(__name__)
 
 PUBLISH_INTERVAL_SECONDS = 0.1  # at most ~10 progress events (and previews) per second per job
-PREVIEW_SIZE = 256
-PREVIEW_MAX_ENLARGEMENT = 8  # a latent pixel is 8x8 image pixels (the SD VAEs and the built-in model's)
+PREVIEW_SIZE = 256  # the longest side of a preview; only latents larger than this are shrunk
+LOSSLESS_PREVIEW_PIXELS = 64 * 64  # up to SD1.5's 512 px images' latents, previews are PNGs
 ETA_SMOOTHING = 0.25  # weight of the newest step time in the moving average of step times
 CLOSE_TIMEOUT_SECONDS = 30  # a send may wait up to 5 s for the event loop (events._deliver)
 CANCEL_READ_SECONDS = 0.25  # the sampling thread reads the cancel flag itself when the last read is older
@@ -82,23 +85,28 @@ class StepTimer:
 
 
 def preview_data_url(picture, size: int = PREVIEW_SIZE) -> str:
-    """The preview as a WebP data URL, its longer side scaled to `size` smoothly (bicubic): the
-    engine's previews are at latent resolution (1/8 of the image), and a nearest-neighbour
-    enlargement shows them as blocks, nothing like the image to come. Never enlarged past the
-    image it shows (`PREVIEW_MAX_ENLARGEMENT`): a 64 px image's preview is 64 px, not 256 -- a
-    sixteenth of the pixels to encode, store and send ten times a second, for the same picture
-    on the page (which scales it to its box)."""
+    """The preview as a data URL at the engine's latent resolution (1/8 of the image for the SD
+    VAEs, 1/4 for the built-in model's), shrunk only when its longer side is over `size`.
+
+    It is not enlarged here: the page draws it in its box with smooth scaling (`generate.css`),
+    which in Chromium looks the same as the bicubic x8 enlargement this used to send, and that
+    enlargement with its WebP encode cost ~1.2 ms of the GIL per publication in the server
+    against 0.03 ms for the latent-size PNG (docs/PERFORMANCE.md). Up to `LOSSLESS_PREVIEW_PIXELS`
+    it is a PNG: lossy WebP halves the colour resolution, visible as smeared colour on a 16 px
+    preview, and a PNG that small is about as many bytes; larger previews (SDXL's 128 px latents)
+    are lossy WebP, whose size grows far slower."""
     picture = picture.convert("RGB")
-    scale = min(size / max(picture.size), PREVIEW_MAX_ENLARGEMENT)
-    if scale > 1:
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                                 Image.BICUBIC)
+    if max(picture.size) > size:
+        picture.thumbnail((size, size), Image.BICUBIC)
     buffer = io.BytesIO()
-    # method=0: libwebp's fastest effort. Measured on the 2-core Xeon: 1.05 ms instead of 2-4 ms
-    # (the default, 4) for a 256 px preview, 14% more bytes (3.5 kB); the encode holds the GIL, which
-    # the sampling thread needs between its small torch ops (docs/PERFORMANCE.md).
-    picture.save(buffer, format="WEBP", quality=70, method=0)
-    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode()
+    if picture.width * picture.height <= LOSSLESS_PREVIEW_PIXELS:
+        picture.save(buffer, format="PNG")
+        kind = "png"
+    else:
+        # method=0: libwebp's fastest effort (1.05 ms instead of 2-4 ms for 256 px, 14% more bytes).
+        picture.save(buffer, format="WEBP", quality=70, method=0)
+        kind = "webp"
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 # A bound, not a size: a thread is made only when every other one is busy, so a process keeps one
@@ -146,11 +154,13 @@ class JobProgress:
         self.interval = PUBLISH_INTERVAL_SECONDS if interval is None else interval
         self.timer = StepTimer(time.monotonic())
         self._changed = threading.Condition()
-        self._latest = None  # (StepProgress, eta) not yet published
+        self._latest = None  # (StepProgress, eta): the newest step handed over
         self._handed = self._published = 0  # updates handed over / published or dropped (for lockstep)
         self._closing = False
         self._sent_any = False
-        self._not_before = 0.0  # monotonic time before which the next step waits (coalescing)
+        self._not_before = 0.0  # monotonic time before which a step is not due for publishing (coalescing)
+        self._due = collections.deque()  # (StepProgress, eta, handed) due for publishing, oldest first
+        self._taken_step = 0  # the step of the last publication taken
         self._cancel_requested, self._cancel_read_at = False, float("-inf")
         self._done = publishers().submit(self._publish_loop)
 
@@ -158,17 +168,28 @@ class JobProgress:
 
     def update(self, progress) -> None:
         """Record the step the engine reached (a `StepProgress`); returns without waiting (but
-        see ``interval=0``). Its preview, if any, is made and encoded on the publishing thread."""
+        see ``interval=0``).
+
+        This thread decides which steps are published -- the first, the last, and the first one
+        reached after the interval -- and makes the preview of those here: the preview's torch ops
+        on the publishing thread each gave the GIL up and took it back, and every such hand-over
+        stalls the sampler (measured in the server: ~14 context switches of the sampling thread per
+        publication, against 0.1 ms of work here). The publisher sleeps until a step is due: no
+        wake-up, so no GIL hand-over, for the steps in between (docs/PERFORMANCE.md)."""
         eta = self.timer.observe(progress.step, progress.total, time.monotonic())
+        # Due: the last step, every step in lockstep, else the first step reached once the interval
+        # has passed -- unless one is still waiting to go out (a publisher behind takes that one,
+        # with its preview made here, and the newest step is left for the next turn or `close`).
+        due = (self.interval <= 0 or progress.step >= progress.total
+               or (not self._due and time.monotonic() >= self._not_before))
+        if due:
+            progress.preview  # made now, on this thread (see above); the publisher encodes it
         with self._changed:
-            # Wake the publisher only when it waits for a step (idle) or must publish this one at
-            # once (the last); in its timed wait it wakes by itself and takes the latest. A wake-up
-            # per step was a GIL hand-over per step for nothing.
-            idle = self._latest is None
             self._latest = (progress, eta)
             self._handed += 1
             handed = self._handed
-            if idle or self.interval <= 0 or progress.step >= progress.total:
+            if due:
+                self._due.append((progress, eta, handed))
                 self._changed.notify_all()
             if self.interval <= 0:
                 while self._published < handed and not self._done.done():
@@ -216,21 +237,21 @@ class JobProgress:
     # --- the publishing thread ---
 
     def _next(self):
-        """Wait for a step to publish: the latest one, once the interval since the last
-        publication has passed (at once for the first, the last, and when closing). None: done."""
+        """Wait for a due step (see `update`) and take it; once closing, the latest step if it is
+        newer than what went out (a run stopped between publications). None: nothing left."""
         with self._changed:
-            while True:
-                if self._latest is None:
-                    if self._closing:
-                        return None
-                    self._changed.wait()
-                    continue
-                progress, _ = self._latest
-                wait = self._not_before - time.monotonic()
-                if wait <= 0 or self._closing or progress.step >= progress.total:
-                    latest, self._latest = self._latest, None
-                    return latest, self._handed
-                self._changed.wait(wait)
+            while not (self._due or self._closing):
+                self._changed.wait()
+            if self._due:
+                progress, eta, handed = self._due.popleft()
+                # From when a publication starts: the sampling thread reads it to tell the next due step.
+                self._not_before = time.monotonic() + self.interval
+            elif self._latest is not None and self._latest[0].step > self._taken_step:
+                (progress, eta), handed = self._latest, self._handed
+            else:
+                return None
+            self._taken_step = progress.step
+            return (progress, eta), handed
 
     def _publish_loop(self) -> None:
         close_unusable_connections()  # this thread's connection outlives a job (`publishers`)
@@ -242,7 +263,6 @@ class JobProgress:
                 except Exception:  # best-effort, like every event: the next step tries again
                     logger.warning("Job %s: could not publish step %s", self.job.pk, progress.step, exc_info=True)
                     close_unusable_connections()  # on a fresh connection, if the database dropped this one
-                self._not_before = time.monotonic() + self.interval
                 with self._changed:
                     self._published = handed
                     self._changed.notify_all()

@@ -34,20 +34,22 @@ def decoded(url: str) -> PILImage.Image:
     return PILImage.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L")
 
 
-def test_a_preview_is_enlarged_smoothly_not_in_blocks():
-    small = PILImage.new("RGB", (32, 32))
-    small.putpixel((16, 16), (255, 255, 255))
-    picture = decoded(preview_data_url(small))
-    assert picture.size == (256, 256)
-    # Nearest-neighbour would give 8-pixel blocks with two values; a smooth enlargement has a gradient.
-    row = [picture.getpixel((x, 132)) for x in range(100, 160)]
-    assert len(set(row)) > 8
+def test_a_preview_keeps_every_latent_pixel_exactly_and_the_page_enlarges_it():
+    # The built-in model's 64 px images have 16 px latents: a lossless 16 px picture, not a
+    # blurred or enlarged one (the page scales it smoothly to its box: generate.css).
+    small = PILImage.new("RGB", (16, 16), (20, 40, 200))
+    small.putpixel((8, 8), (250, 10, 10))
+    url = preview_data_url(small)
+    assert url.startswith("data:image/png;base64,")
+    picture = PILImage.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+    assert picture.size == (16, 16) and picture.getpixel((8, 8)) == (250, 10, 10)
+    assert picture.getpixel((0, 0)) == (20, 40, 200)
 
 
-def test_a_preview_is_never_larger_than_the_image_it_shows():
-    # The latents of a 64 px image (the built-in model's) are 8 px: its preview is 64 px, not 256.
-    assert decoded(preview_data_url(PILImage.new("RGB", (8, 8)))).size == (64, 64)
-    assert decoded(preview_data_url(PILImage.new("RGB", (16, 8)))).size == (128, 64)
+def test_a_preview_of_large_latents_is_shrunk_to_256_px_and_sent_as_webp():
+    assert decoded(preview_data_url(PILImage.new("RGB", (512, 256)))).size == (256, 128)
+    sdxl = preview_data_url(PILImage.new("RGB", (128, 128)))  # a 1024 px image's latents: lossy, far fewer bytes
+    assert sdxl.startswith("data:image/webp;base64,") and decoded(sdxl).size == (128, 128)
 
 
 def recorded_events(monkeypatch) -> list:
@@ -81,7 +83,7 @@ def test_a_job_announces_loading_then_steps_with_the_load_time_apart(tiny_model,
     # While it runs, a (re)connecting client gets the estimate and the preview, and no "loading".
     during = seen[3][2]
     assert during["phase"] is None and during["eta"] is not None and during["eta"] >= 0
-    assert during["preview"].startswith("data:image/webp;base64,")
+    assert during["preview"].startswith("data:image/png;base64,")
     job.refresh_from_db()
     assert job.status == Status.SUCCEEDED
     assert "live" not in job.metadata and job.metadata["load_seconds"] >= 0

@@ -200,7 +200,7 @@ def test_a_running_job_keeps_its_latest_preview_on_the_row_and_in_its_snapshot(
     run_queue(broker, worker)
     assert [step for step, *_ in seen] == [1, 2, 3, 4]
     for step, sent, row_step, stored, in_snapshot in seen:
-        assert sent.startswith("data:image/webp;base64,")
+        assert sent.startswith("data:image/png;base64,")
         assert (row_step, stored, in_snapshot) == (step, sent, sent), "the same update records the step and preview"
     assert len({sent for _, sent, *_ in seen}) > 1, "each step's own preview"
     job.refresh_from_db()
@@ -278,4 +278,4 @@ def test_previews_are_throttled_to_about_ten_per_second(tiny_model, alice, broke
     elapsed = progress[-1]["elapsed"]
     assert len(progress) <= elapsed * 10 + 2, f"{len(progress)} previews in {elapsed:.2f}s"
     assert progress[-1]["step"] == 60, "the final step is always sent"
-    assert all(p["preview"].startswith("data:image/webp;base64,") for p in progress)
+    assert all(p["preview"].startswith("data:image/png;base64,") for p in progress)

@@ -3,6 +3,7 @@ engine's step callback returns at once, the steps in between are coalesced, the 
 goes out, and events keep their order before the job's final event."""
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -83,10 +84,31 @@ def test_coalescing_keeps_the_first_and_the_final_step_in_order_of_seq(tiny_mode
     seqs = [event["seq"] for event in received]
     assert seqs == sorted(set(seqs)), f"events out of order: {seqs}"
     assert received[0]["load_seconds"] == 1.25 and all("load_seconds" not in e for e in received[1:])
-    assert all(event["preview"].startswith("data:image/webp;base64,") for event in received)
+    assert all(event["preview"].startswith("data:image/png;base64,") for event in received)
     row = Generation.objects.get(pk=job.pk)
     assert (row.step, row.total_steps) == (25, 25), "the row holds the last step"
     assert row.preview == received[-1]["preview"] and row.metadata["live"]["load_seconds"] == 1.25
+
+
+def test_only_the_steps_that_are_published_get_a_preview_and_the_sampling_thread_makes_it(tiny_model, alice,
+                                                                                      monkeypatch):
+    layer = SlowLayer(delay=0.0)
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    job = running_job(alice)
+    made_on = []
+
+    def counted(number):
+        def make():
+            made_on.append((number, threading.get_ident()))
+            return PILImage.new("RGB", (8, 8), (number * 10, 0, 0))
+        return StepProgress(step=number, total=25, elapsed=number * 0.01, eta_seconds=0.0, preview=make)
+
+    with JobProgress(job, load_seconds=0.0, interval=60) as progress:  # nothing due between first and last
+        for number in range(1, 26):
+            progress.update(counted(number))
+    assert [event["step"] for event in layer.progress()] == [1, 25]
+    assert [number for number, _ in made_on] == [1, 25], "no preview is made for a step nobody is sent"
+    assert {thread for _, thread in made_on} == {threading.get_ident()}, "made on the sampling thread"
 
 
 def test_a_job_through_the_worker_sends_its_last_step_before_it_succeeds(tiny_model, alice, broker, worker,

@@ -19,7 +19,7 @@ def test_a_worker_process_streams_previews_to_a_websocket_client_through_redis(s
     assert messages[0]["type"] == "generation.snapshot"
     progress = [m for m in messages if m["type"] == "generation.progress"]
     assert progress and progress[-1]["step"] == 6
-    assert all(m["preview"].startswith("data:image/webp;base64,") for m in progress)
+    assert all(m["preview"].startswith("data:image/png;base64,") for m in progress)
     seqs = [m["seq"] for m in messages]
     assert seqs == sorted(seqs)
     image = messages[-1]["images"][0]
