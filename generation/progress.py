@@ -46,7 +46,10 @@ from generation.models import Generation
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_INTERVAL_SECONDS = 0.1  # at most ~10 progress events (and previews) per second per job
+# At most ~5 progress events (and previews) a second per job; a step slower than this is each sent.
+# 0.1 s cost the built-in model's default job 2% more through the site than 0.2 s (two A/B runs,
+# docs/PERFORMANCE.md); A1111 refreshes its live preview once a second by default.
+PUBLISH_INTERVAL_SECONDS = 0.2
 PREVIEW_SIZE = 256  # the longest side of a preview; only latents larger than this are shrunk
 LOSSLESS_PREVIEW_PIXELS = 64 * 64  # up to SD1.5's 512 px images' latents, previews are PNGs
 ETA_SMOOTHING = 0.25  # weight of the newest step time in the moving average of step times
