@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_jobs import percentile, run_job  # noqa: E402  (the same client as bench_jobs)
+from benchmarks.bench_jobs import Page, percentile  # noqa: E402  (the same client as bench_jobs)
 
 PASSWORD = "bench-password-8841"
 PEOPLE = 8
@@ -80,15 +80,21 @@ class Site:
         return {"model": "ldm-shapes", "prompt": PROMPTS[person % len(PROMPTS)], "steps": "", "sampler": "",
                 "seed": str(seed), "num_images": "1", "width": "", "height": "", "guidance_scale": ""}
 
-    def one_job(self, seed: int) -> float:
-        wall, _, _ = asyncio.run(run_job(self.base, self.ws_base, self.sessions[0], self.form(0, seed)))
+    async def job(self, person: int, seed: int) -> float:
+        """One person's job as their generate page runs it (`bench_jobs.Page`): the page's socket
+        is open before the submit; the wall time is submit -> `generation.succeeded`."""
+        page = Page(self.base, self.ws_base, self.sessions[person])
+        async with page.connect() as socket:
+            wall, _, _ = await page.run_job(socket, self.form(person, seed))
         return wall
+
+    def one_job(self, seed: int) -> float:
+        return asyncio.run(self.job(0, seed))
 
     def everyone_at_once(self, seed: int) -> float:
         async def round_():
             started = time.perf_counter()
-            await asyncio.gather(*(run_job(self.base, self.ws_base, self.sessions[i], self.form(i, seed + i))
-                                   for i in range(PEOPLE)))
+            await asyncio.gather(*(self.job(i, seed + i) for i in range(PEOPLE)))
             return time.perf_counter() - started
 
         return asyncio.run(round_())

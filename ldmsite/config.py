@@ -191,7 +191,7 @@ VARIABLES: tuple[Variable, ...] = (
              "Compatible queued jobs (same model, size, steps, sampler; text to image without hires fix, CLIP "
              "guidance or LoRAs) one worker runs together as one batch, in the fair queue's order. 1: one job at a "
              "time."),
-    Variable("LDM_BATCH_WINDOW_MS", "50", int_parser(0, 10000),
+    Variable("LDM_BATCH_WINDOW_MS", "100", int_parser(0, 10000),
              "How long a worker that claimed a job waits for compatible companions before it starts a batch; each "
              "companion that arrives opens the window again, up to 5 windows in all. Only while someone else has "
              "submitted to the model in the last 10 s: one person alone on a quiet site never waits. 0: no waiting."),

@@ -2,6 +2,7 @@
 configuration, on the CPU, printing every row they print on a GPU or on the built-in model."""
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,13 @@ def test_the_lora_benchmark_prices_one_and_three_loras_against_none_and_the_swap
     assert rows["no LoRA"]["ratio_wall"] == pytest.approx(1.0)
     assert all(row["job_s"] > 0 and row["first_job_s"] > 0 for row in rows.values())
     assert "| 3 LoRAs |" in capsys.readouterr().out
+
+
+def test_the_batching_benchmark_still_loads_with_the_generate_pages_client():
+    # Two real servers are too slow for the suite, but the script must not rot with bench_jobs:
+    # it once imported a function bench_jobs no longer had, and failed before measuring anything.
+    from benchmarks.bench_jobs import Page
+
+    bench = _script("bench_batching")
+    assert bench.Page is Page
+    assert inspect.iscoroutinefunction(bench.Site.job)
