@@ -150,17 +150,24 @@ def apply_torch_threads() -> None:
         _threads_done = True
 
 
+def _cache_arguments(model) -> tuple[str, dict]:
+    """How a registered `DiffusionModel` is asked of the cache: its source and load options."""
+    return resolve_source(model.source), dict(dtype=settings.LDM_PRECISION, clip_source=model.clip_source or None,
+                                              precision_cache=precision_cache_file(), fast_path=settings.LDM_FAST_PATH)
+
+
 def is_resident(model) -> bool:
-    """Whether this process already holds the registered `DiffusionModel` (its next job loads nothing)."""
-    return resolve_source(model.source) in model_cache()
+    """Whether this process already holds the registered `DiffusionModel` as `load_for_job` would
+    ask for it (its next job loads nothing)."""
+    source, options = _cache_arguments(model)
+    return model_cache().holds(source, **options)
 
 
 def load_for_job(model):
     """The loaded pipeline of a registered `DiffusionModel`, from this process's cache."""
     apply_torch_threads()
-    clip_source = model.clip_source or None
-    return model_cache().get(resolve_source(model.source), dtype=settings.LDM_PRECISION, clip_source=clip_source,
-                             precision_cache=precision_cache_file(), fast_path=settings.LDM_FAST_PATH)
+    source, options = _cache_arguments(model)
+    return model_cache().get(source, **options)
 
 
 def precision_cache_file():

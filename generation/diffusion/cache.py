@@ -107,6 +107,12 @@ class ModelCache:
         with self._lock:
             return [slot.model for slot in self._slots.values() if slot.model is not None]
 
+    def holds(self, source: str, **kwargs: Any) -> bool:
+        """Whether `get` with these arguments would answer without loading."""
+        with self._lock:
+            slot = self._slots.get(self.key(source, **kwargs))
+            return slot is not None and slot.model is not None
+
     def __contains__(self, source: object) -> bool:
         return str(source) in self.sources()
 

@@ -62,6 +62,14 @@ def test_different_load_options_are_different_entries():
     assert cache.load_count == 2
 
 
+def test_a_model_is_held_only_with_the_options_it_was_loaded_with():
+    cache = ModelCache(max_bytes=10**6, loader=fake_loader({"a": 1}))
+    assert not cache.holds("a", dtype="fp32")
+    cache.get("a", dtype="fp32")
+    assert cache.holds("a", dtype="fp32")
+    assert not cache.holds("a", dtype="bf16"), "another precision would load: the job shows its loading state"
+
+
 def test_threads_asking_for_the_same_model_at_once_cause_one_load():
     calls = []
     cache = ModelCache(max_bytes=10**6, loader=fake_loader({"a": 1, "b": 1}, delay=0.2, calls=calls))
